@@ -1,0 +1,428 @@
+// Package oauth makes servicenow-mcp the OAuth 2.0 client of each user's
+// ServiceNow account: authorization links with PKCE, the callback that
+// exchanges the code, and the token manager that refreshes and persists.
+package oauth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+
+	"servicenow-mcp/config"
+	"servicenow-mcp/storage"
+)
+
+// Errors the rest of the product branches on.
+var (
+	// ErrNeedsAuthorization means the account has no usable tokens: it was
+	// never linked, was disconnected, or ServiceNow refused its refresh.
+	ErrNeedsAuthorization = errors.New("the ServiceNow account is not linked")
+	// ErrUnknownConnection means no connection has the requested name.
+	ErrUnknownConnection = errors.New("unknown connection")
+)
+
+// UnavailableError reports a token endpoint that could not be reached or
+// answered something other than a token or a refusal. Tokens are kept.
+type UnavailableError struct {
+	Connection string
+	Reason     string
+	RetryAfter time.Time // zero when no back-off is in force
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("ServiceNow instance of connection %q is unreachable: %s", e.Connection, e.Reason)
+}
+
+// ClientRejectedError reports that ServiceNow refused the connection's own
+// client credentials: an operator's configuration error, not the user's.
+type ClientRejectedError struct{ Connection string }
+
+func (e *ClientRejectedError) Error() string {
+	return fmt.Sprintf("ServiceNow rejected the OAuth client of connection %q: check client_id and client_secret in the server configuration", e.Connection)
+}
+
+// Options configure a Manager.
+type Options struct {
+	Store         storage.Store
+	Connections   []config.Connection
+	RedirectURI   string
+	RefreshMargin time.Duration
+	LinkExpiry    time.Duration
+	// HTTPClient talks to token endpoints; it must carry a timeout.
+	HTTPClient *http.Client
+	Logger     zerolog.Logger
+	Now        func() time.Time
+}
+
+// Manager owns links and tokens for every (connection, user).
+type Manager struct {
+	store       storage.Store
+	conns       map[string]*connection
+	redirectURI string
+	margin      time.Duration
+	linkExpiry  time.Duration
+	httpClient  *http.Client
+	log         zerolog.Logger
+	now         func() time.Time
+
+	refreshes singleflight.Group
+
+	mu    sync.RWMutex
+	cache map[storage.AccountKey]cachedToken
+}
+
+type connection struct {
+	cfg   config.Connection
+	oauth *oauth2.Config
+
+	mu         sync.Mutex
+	backoffEnd time.Time
+	failures   int
+	// refusals counts distinct accounts refused since the last success;
+	// several in a row point at the client credentials, not the users.
+	refusals map[string]bool
+}
+
+type cachedToken struct {
+	access string
+	expiry time.Time
+}
+
+// NewManager builds a Manager.
+func NewManager(opts Options) *Manager {
+	m := &Manager{
+		store:       opts.Store,
+		conns:       map[string]*connection{},
+		redirectURI: opts.RedirectURI,
+		margin:      opts.RefreshMargin,
+		linkExpiry:  opts.LinkExpiry,
+		httpClient:  opts.HTTPClient,
+		log:         opts.Logger,
+		now:         opts.Now,
+		cache:       map[storage.AccountKey]cachedToken{},
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.linkExpiry <= 0 {
+		m.linkExpiry = 10 * time.Minute
+	}
+	if m.httpClient == nil {
+		m.httpClient = &http.Client{Timeout: 20 * time.Second}
+	}
+	for _, c := range opts.Connections {
+		base := strings.TrimRight(c.InstanceURL, "/")
+		m.conns[c.Name] = &connection{
+			cfg: c,
+			oauth: &oauth2.Config{
+				ClientID:     c.ClientID,
+				ClientSecret: c.ClientSecret,
+				Endpoint: oauth2.Endpoint{
+					AuthURL:   base + "/oauth_auth.do",
+					TokenURL:  base + "/oauth_token.do",
+					AuthStyle: oauth2.AuthStyleInParams,
+				},
+				RedirectURL: opts.RedirectURI,
+				Scopes:      scopesToSend(c.Scopes),
+			},
+			refusals: map[string]bool{},
+		}
+	}
+	return m
+}
+
+// scopesToSend drops ServiceNow's implicit default scope: an instance
+// grants "useraccount" without being asked, and some reject it as a request.
+func scopesToSend(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if s != "" && s != "useraccount" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Store returns the manager's store.
+func (m *Manager) Store() storage.Store { return m.store }
+
+func (m *Manager) connection(name string) (*connection, error) {
+	c, ok := m.conns[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownConnection, name)
+	}
+	return c, nil
+}
+
+// Token returns a usable access token for the account, refreshing first
+// when it is within the refresh margin of its expiry.
+func (m *Manager) Token(ctx context.Context, key storage.AccountKey) (string, error) {
+	m.mu.RLock()
+	t, ok := m.cache[key]
+	m.mu.RUnlock()
+	if ok && m.now().Add(m.margin).Before(t.expiry) {
+		return t.access, nil
+	}
+	return m.refresh(ctx, key, "")
+}
+
+// ForceRefresh is called after the API answered 401 to stale: it returns
+// a different token, refreshing unless another worker already did.
+func (m *Manager) ForceRefresh(ctx context.Context, key storage.AccountKey, stale string) (string, error) {
+	m.mu.Lock()
+	if t, ok := m.cache[key]; ok && t.access == stale {
+		delete(m.cache, key)
+	}
+	m.mu.Unlock()
+	return m.refresh(ctx, key, stale)
+}
+
+// Forget drops what the manager remembers of an account in memory.
+func (m *Manager) Forget(key storage.AccountKey) {
+	m.mu.Lock()
+	delete(m.cache, key)
+	m.mu.Unlock()
+}
+
+// refresh runs at most one refresh per account in this process; the
+// store's account lock extends that to every process on the data dir.
+func (m *Manager) refresh(ctx context.Context, key storage.AccountKey, stale string) (string, error) {
+	sfKey := key.Connection + "\x00" + key.User + "\x00" + stale
+	ch := m.refreshes.DoChan(sfKey, func() (any, error) {
+		// Detached from the caller: a cancelled tool call must not leave
+		// a half-done refresh whose rotated token is never stored.
+		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.httpClient.Timeout+10*time.Second)
+		defer cancel()
+		return m.refreshLocked(bg, key, stale)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+func (m *Manager) refreshLocked(ctx context.Context, key storage.AccountKey, stale string) (string, error) {
+	conn, err := m.connection(key.Connection)
+	if err != nil {
+		return "", err
+	}
+
+	unlock, err := m.store.LockAccount(ctx, key)
+	if err != nil {
+		return "", fmt.Errorf("lock account: %w", err)
+	}
+	defer unlock()
+
+	// Re-read under the lock: another worker or process may have refreshed.
+	acct, err := m.store.GetAccount(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		m.Forget(key)
+		return "", ErrNeedsAuthorization
+	}
+	if err != nil {
+		return "", fmt.Errorf("read account: %w", err)
+	}
+	if acct.Status != storage.StatusActive || acct.RefreshToken == "" && acct.AccessToken == "" {
+		m.Forget(key)
+		return "", ErrNeedsAuthorization
+	}
+	now := m.now()
+	fresh := now.Add(m.margin).Before(acct.Expiry)
+	if fresh && acct.AccessToken != stale {
+		m.remember(key, acct)
+		return acct.AccessToken, nil
+	}
+	stillValid := now.Before(acct.Expiry) && acct.AccessToken != stale
+
+	if wait := conn.backoff(now); wait > 0 {
+		if stillValid {
+			m.remember(key, acct)
+			return acct.AccessToken, nil
+		}
+		return "", &UnavailableError{Connection: key.Connection, Reason: "the token endpoint failed recently; not retrying yet", RetryAfter: now.Add(wait)}
+	}
+	if acct.RefreshToken == "" {
+		return "", m.expire(ctx, acct, "no refresh token was issued")
+	}
+
+	tok, err := conn.oauth.TokenSource(
+		context.WithValue(ctx, oauth2.HTTPClient, m.httpClient),
+		&oauth2.Token{RefreshToken: acct.RefreshToken, Expiry: now.Add(-time.Hour)},
+	).Token()
+	if err != nil {
+		return m.refreshFailed(ctx, conn, acct, err, stillValid)
+	}
+	conn.succeeded()
+
+	acct.AccessToken = tok.AccessToken
+	if tok.RefreshToken != "" {
+		acct.RefreshToken = tok.RefreshToken
+	}
+	if tok.TokenType != "" {
+		acct.TokenType = tok.TokenType
+	}
+	if s, ok := tok.Extra("scope").(string); ok && s != "" {
+		acct.Scope = s
+	}
+	acct.Expiry = expiryOf(tok, m.now())
+	acct.RefreshedAt = m.now()
+	acct.UpdatedAt = acct.RefreshedAt
+	acct.LastError = ""
+	// Persist before use: a rotated refresh token that is not on disk
+	// would be lost with this process.
+	if err := m.store.PutAccount(ctx, acct); err != nil {
+		return "", fmt.Errorf("store refreshed token: %w", err)
+	}
+	m.remember(key, acct)
+	m.log.Info().Str("connection", key.Connection).Str("user", key.User).
+		Time("expires", acct.Expiry).Msg("access token refreshed")
+	return acct.AccessToken, nil
+}
+
+func (m *Manager) refreshFailed(ctx context.Context, conn *connection, acct *storage.Account, err error, stillValid bool) (string, error) {
+	key := acct.Key()
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil && (re.Response.StatusCode == 401 || re.Response.StatusCode == 400) && re.ErrorCode != "" {
+		if conn.refused(key.User) {
+			m.log.Error().Str("connection", key.Connection).
+				Msg("refresh refused for several users in a row: the connection's client_id or client_secret is probably wrong")
+			return "", &ClientRejectedError{Connection: key.Connection}
+		}
+		return "", m.expire(ctx, acct, "ServiceNow refused the refresh token")
+	}
+
+	reason := describeTransport(err)
+	wait := conn.failed(m.now())
+	m.log.Warn().Str("connection", key.Connection).Str("user", key.User).
+		Str("reason", reason).Dur("backoff", wait).Msg("token refresh failed; tokens kept")
+	if stillValid {
+		m.remember(key, acct)
+		return acct.AccessToken, nil
+	}
+	return "", &UnavailableError{Connection: key.Connection, Reason: reason, RetryAfter: m.now().Add(wait)}
+}
+
+// expire marks the account EXPIRED. The sealed tokens stay in the store:
+// ServiceNow answers a bad client secret and a dead refresh token alike,
+// so nothing is thrown away on a refusal that may be the operator's.
+func (m *Manager) expire(ctx context.Context, acct *storage.Account, why string) error {
+	m.Forget(acct.Key())
+	acct.Status = storage.StatusExpired
+	acct.LastError = why
+	acct.UpdatedAt = m.now()
+	if err := m.store.PutAccount(ctx, acct); err != nil {
+		return fmt.Errorf("mark account expired: %w", err)
+	}
+	m.log.Warn().Str("connection", acct.Connection).Str("user", acct.User).Str("reason", why).
+		Msg("account needs a new authorization")
+	return ErrNeedsAuthorization
+}
+
+// Expire marks an account as needing a new link, after the API refused a
+// freshly refreshed token.
+func (m *Manager) Expire(ctx context.Context, key storage.AccountKey, why string) error {
+	unlock, err := m.store.LockAccount(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	acct, err := m.store.GetAccount(ctx, key)
+	if err != nil {
+		m.Forget(key)
+		return ErrNeedsAuthorization
+	}
+	return m.expire(ctx, acct, why)
+}
+
+func (m *Manager) remember(key storage.AccountKey, a *storage.Account) {
+	m.mu.Lock()
+	m.cache[key] = cachedToken{access: a.AccessToken, expiry: a.Expiry}
+	m.mu.Unlock()
+}
+
+func expiryOf(tok *oauth2.Token, now time.Time) time.Time {
+	if tok.ExpiresIn > 0 {
+		return now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	}
+	if !tok.Expiry.IsZero() {
+		return tok.Expiry
+	}
+	// ServiceNow's documented default lifetime.
+	return now.Add(30 * time.Minute)
+}
+
+func describeTransport(err error) string {
+	var re *oauth2.RetrieveError
+	switch {
+	case errors.As(err, &re) && re.Response != nil:
+		ct := re.Response.Header.Get("Content-Type")
+		if strings.Contains(ct, "html") {
+			return fmt.Sprintf("token endpoint answered HTTP %d with an HTML page (instance down, waking up or behind a proxy error)", re.Response.StatusCode)
+		}
+		return fmt.Sprintf("token endpoint answered HTTP %d", re.Response.StatusCode)
+	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout"):
+		return "token endpoint did not answer in time"
+	case strings.Contains(err.Error(), "cannot parse") || strings.Contains(err.Error(), "missing access_token"):
+		return "token endpoint answered something that is not a token (a hibernating developer instance answers with an HTML page)"
+	default:
+		return "could not reach the token endpoint"
+	}
+}
+
+func (c *connection) backoff(now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now.Before(c.backoffEnd) {
+		return c.backoffEnd.Sub(now)
+	}
+	return 0
+}
+
+func (c *connection) failed(now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failures++
+	wait := time.Second << min(c.failures-1, 6) // 1s, 2s … 64s
+	c.backoffEnd = now.Add(wait)
+	return wait
+}
+
+func (c *connection) succeeded() {
+	c.mu.Lock()
+	c.failures = 0
+	c.backoffEnd = time.Time{}
+	clear(c.refusals)
+	c.mu.Unlock()
+}
+
+// refused records a refusal for user and says whether refusals for
+// three or more distinct users in a row point at the client itself.
+func (c *connection) refused(user string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refusals[user] = true
+	return len(c.refusals) >= 3
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,381 @@
+// Package servicenow is the instance client: it builds and validates
+// request URLs, injects the user's token, retries what is safe to retry,
+// and classifies every answer a ServiceNow instance can give.
+package servicenow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"servicenow-mcp/config"
+	"servicenow-mcp/storage"
+)
+
+// Tokens is what the client needs from the token manager.
+type Tokens interface {
+	Token(ctx context.Context, key storage.AccountKey) (string, error)
+	ForceRefresh(ctx context.Context, key storage.AccountKey, stale string) (string, error)
+	Expire(ctx context.Context, key storage.AccountKey, why string) error
+}
+
+// Request is one call to an instance API.
+type Request struct {
+	Method  string
+	Path    string // relative, under /api/
+	Query   url.Values
+	Body    []byte // JSON, or raw bytes with ContentType
+	Headers http.Header
+	// ContentType of Body; application/json when empty and Body is set.
+	ContentType string
+	// Accept overrides the Accept header (binary downloads).
+	Accept string
+	// MaxBody caps how much of the answer is read; 0 means DefaultMaxBody.
+	MaxBody int64
+}
+
+// DefaultMaxBody is the most of one answer the client reads by default.
+const DefaultMaxBody = 8 << 20
+
+// Response is a classified answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	// Truncated is set when the body was longer than MaxBody and was cut.
+	Truncated bool
+}
+
+// IsJSON reports whether the response declares a JSON body.
+func (r *Response) IsJSON() bool { return isJSON(r.Header.Get("Content-Type")) }
+
+// Client calls ServiceNow instances as a given user.
+type Client struct {
+	tokens Tokens
+	http   *http.Client
+	conns  map[string]*config.Connection
+	bases  map[string]*url.URL
+	// Budget bounds each call, including retries, when the caller's
+	// context carries no earlier deadline.
+	budget time.Duration
+	sleep  func(ctx context.Context, d time.Duration) error
+}
+
+// NewClient builds a client for the given connections.
+func NewClient(tokens Tokens, conns []config.Connection, budget time.Duration) (*Client, error) {
+	c := &Client{
+		tokens: tokens,
+		conns:  map[string]*config.Connection{},
+		bases:  map[string]*url.URL{},
+		budget: budget,
+		sleep:  sleepCtx,
+	}
+	for i := range conns {
+		conn := conns[i]
+		u, err := url.Parse(strings.TrimRight(conn.InstanceURL, "/"))
+		if err != nil {
+			return nil, fmt.Errorf("connection %q: instance_url: %w", conn.Name, err)
+		}
+		c.conns[conn.Name] = &conn
+		c.bases[conn.Name] = u
+	}
+	c.http = &http.Client{
+		Transport: newTransport(),
+		// No cookie jar: ServiceNow binds sessions to cookies, and a jar
+		// shared between users could carry one user's session to another.
+		Jar: nil,
+		// Never follow a redirect: the Authorization header must not travel
+		// to another host, and an API redirect is an answer to report.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	t.ResponseHeaderTimeout = 0 // bounded by the call's context instead
+	return t
+}
+
+// HTTPClient returns the client's underlying HTTP client (no jar, no redirects).
+func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// Do sends req as the account's user. A 401 forces one refresh and one
+// retry; a 429 waits only while Retry-After fits the call's deadline; a
+// 5xx is retried with back-off only for idempotent methods.
+func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*Response, error) {
+	base, ok := c.bases[key.Connection]
+	if !ok {
+		return nil, fmt.Errorf("unknown connection %q", key.Connection)
+	}
+	if err := ValidatePath(req.Path); err != nil {
+		return nil, err
+	}
+	method := strings.ToUpper(req.Method)
+	if !allowedMethods[method] {
+		return nil, &InputError{Msg: fmt.Sprintf("method %q is not allowed: use GET, POST, PUT, PATCH or DELETE", req.Method)}
+	}
+	if _, has := ctx.Deadline(); !has && c.budget > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.budget)
+		defer cancel()
+	}
+
+	token, err := c.tokens.Token(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	idempotent := method != http.MethodPost && method != http.MethodPatch
+	refreshed := false
+	for attempt := 0; ; attempt++ {
+		resp, err := c.send(ctx, base, method, token, req)
+		if err != nil {
+			if ctx.Err() == nil && idempotent && attempt < 2 && isTransient(err) {
+				if c.backoff(ctx, attempt) == nil {
+					continue
+				}
+			}
+			return nil, classifyTransportError(ctx, err)
+		}
+
+		switch {
+		case resp.Status == http.StatusUnauthorized && !resp.IsJSON():
+			return nil, unavailable(resp)
+		case resp.Status == http.StatusUnauthorized:
+			if refreshed {
+				// A token that was refreshed a moment ago is still refused:
+				// the grant no longer works, so the user must link again.
+				if err := c.tokens.Expire(ctx, key, "the API refused a freshly refreshed token"); err != nil {
+					return nil, err
+				}
+				return nil, errNeedsLinkAfter401
+			}
+			token, err = c.tokens.ForceRefresh(ctx, key, token)
+			if err != nil {
+				return nil, err
+			}
+			refreshed = true
+			continue
+		case resp.Status == http.StatusTooManyRequests:
+			wait, limited := retryAfter(resp)
+			if attempt < 2 && fits(ctx, wait) {
+				if err := c.sleep(ctx, wait); err == nil {
+					continue
+				}
+			}
+			return nil, limited
+		case resp.Status >= 500:
+			if !resp.IsJSON() {
+				if idempotent && attempt < 2 && c.backoff(ctx, attempt) == nil {
+					continue
+				}
+				return nil, unavailable(resp)
+			}
+			if idempotent && attempt < 2 && c.backoff(ctx, attempt) == nil {
+				continue
+			}
+			return nil, apiError(resp)
+		case resp.Status >= 400:
+			if !resp.IsJSON() {
+				return nil, unavailable(resp)
+			}
+			return nil, apiError(resp)
+		case resp.Status >= 300:
+			return nil, &UnavailableError{Status: resp.Status, Reason: "the instance answered with a redirect (to " + redirectHost(resp) + "); it may be asleep or behind a sign-on page"}
+		}
+
+		// 2xx: anything but JSON (or an empty body) is not data.
+		if len(resp.Body) > 0 && req.Accept == "" && !resp.IsJSON() {
+			return nil, unavailable(resp)
+		}
+		return resp, nil
+	}
+}
+
+var errNeedsLinkAfter401 = &NeedsLinkError{Reason: "ServiceNow refused the account's freshly refreshed token"}
+
+// NeedsLinkError means the account must be linked again.
+type NeedsLinkError struct{ Reason string }
+
+func (e *NeedsLinkError) Error() string { return e.Reason }
+
+func (c *Client) send(ctx context.Context, base *url.URL, method, token string, req Request) (*Response, error) {
+	u := *base
+	u.Path = strings.TrimRight(base.Path, "/") + req.Path
+	u.RawPath = ""
+	u.RawQuery = req.Query.Encode()
+	u.Fragment = ""
+
+	var body io.Reader
+	if req.Body != nil {
+		body = bytes.NewReader(req.Body)
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, &InputError{Msg: "cannot build the request: " + err.Error()}
+	}
+	for name, values := range req.Headers {
+		if allowedRequestHeaders[http.CanonicalHeaderKey(name)] {
+			hr.Header[http.CanonicalHeaderKey(name)] = append([]string(nil), values...)
+		}
+	}
+	hr.Header.Set("Accept", "application/json")
+	if req.Accept != "" {
+		hr.Header.Set("Accept", req.Accept)
+	}
+	if req.Body != nil {
+		ct := req.ContentType
+		if ct == "" {
+			ct = "application/json"
+		}
+		hr.Header.Set("Content-Type", ct)
+	}
+	hr.Header.Set("Authorization", "Bearer "+token)
+
+	resp, err := c.http.Do(hr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+
+	limit := req.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer was cut short while it was being read (" + plainNetError(err) + ")", Partial: true}
+	}
+	out := &Response{Status: resp.StatusCode, Header: cleanHeaders(resp.Header), Body: data}
+	if int64(len(data)) > limit {
+		out.Body = data[:limit]
+		out.Truncated = true
+		// Drain nothing more: closing the body abandons the rest.
+	} else if resp.ContentLength > 0 && int64(len(data)) < resp.ContentLength {
+		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer was cut short", Partial: true}
+	}
+	if !out.Truncated && out.IsJSON() && len(bytes.TrimSpace(data)) > 0 && !json.Valid(data) {
+		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer is incomplete or malformed JSON (cut short in transit?)", Partial: true}
+	}
+	return out, nil
+}
+
+func (c *Client) backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(200*(1<<attempt)) * time.Millisecond
+	d += time.Duration(rand.Int64N(int64(d / 2)))
+	if !fits(ctx, d) {
+		return context.DeadlineExceeded
+	}
+	return c.sleep(ctx, d)
+}
+
+// fits reports whether waiting d still leaves time for another attempt.
+func fits(ctx context.Context, d time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return d <= 5*time.Second
+	}
+	return time.Until(dl) > d+time.Second
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var allowedMethods = map[string]bool{
+	http.MethodGet: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true,
+}
+
+// allowedRequestHeaders are the caller headers passed on; Authorization
+// and cookies are ours alone.
+var allowedRequestHeaders = map[string]bool{
+	"X-No-Response-Body": true,
+	"Accept-Language":    true,
+}
+
+// AllowedRequestHeaders lists, for messages, the caller headers passed on.
+func AllowedRequestHeaders() []string {
+	return []string{"X-No-Response-Body", "Accept-Language"}
+}
+
+// passedResponseHeaders are the answer headers worth showing a model.
+var passedResponseHeaders = []string{
+	"Content-Type", "X-Total-Count", "Link", "Location", "Retry-After",
+	"X-Ratelimit-Limit", "X-Ratelimit-Reset", "X-Ratelimit-Rule", "X-Attachment-Metadata",
+}
+
+func cleanHeaders(h http.Header) http.Header {
+	out := http.Header{}
+	for _, k := range passedResponseHeaders {
+		if v := h.Values(k); len(v) > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+func redirectHost(r *Response) string {
+	if u, err := url.Parse(r.Header.Get("Location")); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return "another page"
+}
+
+func retryAfter(r *Response) (time.Duration, *RateLimitedError) {
+	e := &RateLimitedError{Limit: r.Header.Get("X-Ratelimit-Limit")}
+	if s := r.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n >= 0 {
+			e.RetryAfter = time.Duration(n) * time.Second
+		} else if t, err := http.ParseTime(s); err == nil {
+			e.RetryAfter = time.Until(t)
+		}
+	}
+	if e.RetryAfter <= 0 {
+		if n, err := strconv.ParseInt(r.Header.Get("X-Ratelimit-Reset"), 10, 64); err == nil {
+			e.RetryAfter = time.Until(time.Unix(n, 0))
+		}
+	}
+	if e.RetryAfter <= 0 {
+		e.RetryAfter = time.Second
+	}
+	e.At = time.Now().Add(e.RetryAfter).UTC()
+	if env := parseEnvelope(r.Body); env != nil {
+		e.Message, e.Detail = env.Message, env.Detail
+	}
+	return e.RetryAfter, e
+}
+
+func isTransient(err error) bool {
+	var ue *UnavailableError
+	if errors.As(err, &ue) {
+		return false
+	}
+	return !errors.Is(err, context.Canceled)
+}

@@ -1,0 +1,182 @@
+package servicenow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// InputError is a request refused before anything was sent.
+type InputError struct{ Msg string }
+
+func (e *InputError) Error() string { return e.Msg }
+
+// APIError is ServiceNow's own error envelope with the HTTP status.
+type APIError struct {
+	Status  int
+	Message string
+	Detail  string
+}
+
+func (e *APIError) Error() string {
+	s := fmt.Sprintf("ServiceNow answered HTTP %d", e.Status)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s
+}
+
+// Hint says what the model can do about an API error.
+func (e *APIError) Hint() string {
+	switch {
+	case e.Status == 403 && strings.Contains(e.Detail+e.Message, "query"):
+		return "The user may not read a field used in the query; remove that condition or ask an admin for read access to the field."
+	case e.Status == 403:
+		return "The signed-in ServiceNow user lacks a role or an ACL allows this operation for (for example itil for incidents); ask a ServiceNow admin, or try as a user who has it."
+	case e.Status == 404:
+		return "The record does not exist, or an ACL hides it from this user."
+	case e.Status == 400 && strings.HasPrefix(e.Message, "Invalid table"):
+		return "Check the table name (for example incident, sys_user, change_request)."
+	case e.Status == 400:
+		return "Check the request's fields and values."
+	}
+	return ""
+}
+
+// UnavailableError means the instance did not answer with data: down,
+// hibernating, behind a proxy error page, or cut short. Tokens are fine.
+type UnavailableError struct {
+	Status      int
+	Reason      string
+	Hibernating bool
+	Partial     bool
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Hibernating {
+		return "the ServiceNow instance is hibernating (a developer instance sleeps when idle): wake it by signing in at developer.servicenow.com, then retry"
+	}
+	return "the ServiceNow instance is unavailable: " + e.Reason
+}
+
+// RateLimitedError is a 429 whose Retry-After did not fit the call's time.
+type RateLimitedError struct {
+	RetryAfter time.Duration
+	At         time.Time
+	Limit      string
+	Message    string
+	Detail     string
+}
+
+func (e *RateLimitedError) Error() string {
+	s := fmt.Sprintf("ServiceNow rate limit reached: retry after %s (at %s)", e.RetryAfter.Round(time.Second), e.At.Format(time.RFC3339))
+	if e.Detail != "" {
+		s += "; " + e.Detail
+	}
+	return s
+}
+
+type envelope struct {
+	Message string
+	Detail  string
+}
+
+// parseEnvelope reads {"error":{"message","detail"},"status":"failure"}.
+func parseEnvelope(body []byte) *envelope {
+	var v struct {
+		Error *struct {
+			Message json.RawMessage `json:"message"`
+			Detail  json.RawMessage `json:"detail"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Error == nil {
+		return nil
+	}
+	return &envelope{Message: rawText(v.Error.Message), Detail: rawText(v.Error.Detail)}
+}
+
+func rawText(r json.RawMessage) string {
+	var s string
+	if json.Unmarshal(r, &s) == nil {
+		return s
+	}
+	if len(r) == 0 || string(r) == "null" {
+		return ""
+	}
+	return string(r)
+}
+
+func apiError(r *Response) *APIError {
+	e := &APIError{Status: r.Status}
+	if env := parseEnvelope(r.Body); env != nil {
+		e.Message, e.Detail = env.Message, env.Detail
+	}
+	return e
+}
+
+func unavailable(r *Response) *UnavailableError {
+	low := strings.ToLower(string(r.Body[:min(len(r.Body), 64<<10)]))
+	e := &UnavailableError{Status: r.Status}
+	switch {
+	case strings.Contains(low, "hibernat"):
+		e.Hibernating = true
+		e.Reason = "the instance is hibernating"
+	case r.Status >= 500:
+		e.Reason = fmt.Sprintf("it answered HTTP %d with a %s page instead of JSON (maintenance, upgrade or a proxy error); retry later", r.Status, kind(r))
+	default:
+		e.Reason = fmt.Sprintf("it answered HTTP %d with %s instead of JSON", r.Status, kind(r))
+	}
+	return e
+}
+
+func kind(r *Response) string {
+	ct := r.Header.Get("Content-Type")
+	if strings.Contains(ct, "html") {
+		return "an HTML page"
+	}
+	if ct == "" {
+		return "an untyped body"
+	}
+	return "content of type " + ct
+}
+
+func classifyTransportError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return ctx.Err()
+		}
+		return &UnavailableError{Reason: "it did not answer within the call's time limit"}
+	}
+	return &UnavailableError{Reason: plainNetError(err)}
+}
+
+// plainNetError describes a transport failure without echoing URLs,
+// which may carry query values.
+func plainNetError(err error) string {
+	var ne net.Error
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "the connection timed out"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "the connection was refused"
+	case strings.Contains(err.Error(), "no such host"):
+		return "the host name does not resolve"
+	case strings.Contains(err.Error(), "EOF"), strings.Contains(err.Error(), "reset"):
+		return "the connection was closed before a full answer arrived"
+	case strings.Contains(err.Error(), "certificate"):
+		return "the TLS certificate was not accepted"
+	}
+	return "a network error occurred"
+}

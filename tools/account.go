@@ -1,0 +1,127 @@
+package tools
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"servicenow-mcp/storage"
+)
+
+func init() {
+	register(
+		Def{
+			Name:    "authorize_servicenow",
+			Toolset: "account",
+			Title:   "Link ServiceNow account",
+			Description: "Get the link the user opens to connect their ServiceNow account, or learn that it is already linked and as whom. " +
+				"Use it when the user asks to connect or reconnect ServiceNow. Returns authorization_url and expires_at, or status linked.",
+			ReadOnly: false, Destructive: false, Idempotent: true, OpenWorld: true,
+			Handler: authorize,
+		},
+		Def{
+			Name:    "servicenow_connection_status",
+			Toolset: "account",
+			Title:   "ServiceNow account status",
+			Description: "Show whether the user's ServiceNow account is linked: instance, status (ACTIVE, EXPIRED, PENDING_AUTH or NOT_LINKED), " +
+				"the ServiceNow user, and when the current access token expires. Never returns a token.",
+			ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: false,
+			Handler: connectionStatus,
+		},
+		Def{
+			Name:    "disconnect_servicenow",
+			Toolset: "account",
+			Title:   "Unlink ServiceNow account",
+			Description: "Revoke the user's ServiceNow tokens at the instance and forget them here. " +
+				"Use only when the user asks to disconnect; afterwards every tool answers with a new authorization link.",
+			ReadOnly: false, Destructive: true, Idempotent: true, OpenWorld: true,
+			Handler: disconnect,
+		},
+	)
+}
+
+func authorize(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
+	acct, err := d.Tokens.Account(ctx, c.Key)
+	if err == nil && acct.Status == storage.StatusActive {
+		return jsonResult(map[string]any{
+			"status":          "linked",
+			"connection":      c.Key.Connection,
+			"instance":        acct.InstanceURL,
+			"servicenow_user": acct.SNUserName,
+			"servicenow_name": acct.SNDisplayName,
+			"linked_at":       acct.LinkedAt.UTC(),
+			"message":         "Already linked. Use disconnect_servicenow first to link a different ServiceNow user.",
+		})
+	}
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return failure(ctx, d, c, err)
+	}
+	link, err := d.Tokens.Link(ctx, c.Key)
+	if err != nil {
+		return failure(ctx, d, c, err)
+	}
+	return jsonResult(authorizationRequired{
+		Status:           "authorization_required",
+		Connection:       link.Connection,
+		AuthorizationURL: link.URL,
+		ExpiresAt:        link.ExpiresAt.UTC(),
+		Message:          "Ask the user to open authorization_url, sign in to ServiceNow and choose Allow before expires_at.",
+	})
+}
+
+func connectionStatus(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
+	conn, _ := d.Config.Connection(c.Key.Connection)
+	out := map[string]any{"connection": c.Key.Connection, "user": c.Key.User}
+	if conn != nil {
+		out["instance"] = conn.InstanceURL
+	}
+	acct, err := d.Tokens.Account(ctx, c.Key)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		out["status"] = "NOT_LINKED"
+		out["hint"] = "Call authorize_servicenow to get a link for the user."
+		return jsonResult(out)
+	case errors.Is(err, storage.ErrWrongKey):
+		out["status"] = "UNREADABLE"
+		out["error"] = "the stored account cannot be opened with the server's encryption key; the operator must configure the right key"
+		return jsonError(out)
+	case errors.Is(err, storage.ErrCorrupt):
+		out["status"] = "UNREADABLE"
+		out["error"] = "the stored account record is damaged; disconnect_servicenow and link again"
+		return jsonError(out)
+	case err != nil:
+		return failure(ctx, d, c, err)
+	}
+	out["status"] = string(acct.Status)
+	out["servicenow_user"] = acct.SNUserName
+	out["servicenow_name"] = acct.SNDisplayName
+	out["linked_at"] = acct.LinkedAt.UTC()
+	if acct.Status == storage.StatusActive {
+		out["token_expires_at"] = acct.Expiry.UTC()
+		out["token_expires_in_seconds"] = int(time.Until(acct.Expiry).Seconds())
+	}
+	if acct.LastError != "" {
+		out["last_error"] = acct.LastError
+	}
+	if acct.Status == storage.StatusExpired {
+		out["hint"] = "ServiceNow no longer accepts this account's refresh token; call authorize_servicenow for a new link."
+	}
+	return jsonResult(out)
+}
+
+func disconnect(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
+	found, revoked, err := d.Tokens.Disconnect(ctx, c.Key)
+	if err != nil {
+		return failure(ctx, d, c, err)
+	}
+	if !found {
+		return jsonResult(map[string]any{"status": "NOT_LINKED", "connection": c.Key.Connection, "message": "Nothing to disconnect."})
+	}
+	out := map[string]any{"status": "DISCONNECTED", "connection": c.Key.Connection, "revoked_at_servicenow": revoked}
+	if !revoked {
+		out["message"] = "The tokens were forgotten here, but ServiceNow could not confirm their revocation; they expire on their own."
+	}
+	return jsonResult(out)
+}

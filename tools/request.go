@@ -1,0 +1,198 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"servicenow-mcp/servicenow"
+)
+
+func init() {
+	register(Def{
+		Name:    "servicenow_request",
+		Toolset: "request",
+		Title:   "Call a ServiceNow REST API",
+		Description: "Call any ServiceNow REST API on the user's instance as that user, for what no specific tool covers " +
+			"(Table API, Aggregate, CMDB, Import Set, scripted APIs). The path is relative and under /api/, for example " +
+			"/api/now/table/incident; put sysparm_* parameters in query and always set sysparm_limit on lists. " +
+			"Returns the HTTP status, useful headers (X-Total-Count, Link, Location) and the JSON body, cut to a size budget with a note when it is cut.",
+		ReadOnly: false, Destructive: true, Idempotent: false, OpenWorld: true,
+		Params: []Param{
+			{Name: "method", Type: "string", Required: true, Enum: []string{"GET", "POST", "PUT", "PATCH", "DELETE"},
+				Description: "HTTP method."},
+			{Name: "path", Type: "string", Required: true,
+				Description: "Path under /api/ on the instance, e.g. /api/now/table/incident or /api/now/table/incident/<sys_id>. No host, no query string."},
+			{Name: "query", Type: "object", Values: "string",
+				Description: "Query parameters, e.g. {\"sysparm_query\":\"active=true^ORDERBYDESCopened_at\",\"sysparm_limit\":\"10\",\"sysparm_fields\":\"number,short_description\"}."},
+			{Name: "body", Type: "object",
+				Description: "JSON body for POST, PUT and PATCH, e.g. {\"short_description\":\"Printer jammed\"}."},
+			{Name: "headers", Type: "object", Values: "string",
+				Description: "Extra request headers. Only " + strings.Join(servicenow.AllowedRequestHeaders(), " and ") + " are passed on; authentication is added by the server."},
+		},
+		Handler: request,
+	})
+}
+
+func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
+	method := strings.ToUpper(c.Args.String("method"))
+	path := c.Args.String("path")
+	if d.ReadOnly && method != http.MethodGet {
+		return errorResult("the server runs in read-only mode, so only GET is allowed; %s was refused", method)
+	}
+	if err := servicenow.ValidatePath(path); err != nil {
+		return failure(ctx, d, c, err)
+	}
+
+	q := url.Values{}
+	for k, v := range c.Args.Object("query") {
+		q.Set(k, fmt.Sprint(v))
+	}
+	headers := http.Header{}
+	for k, v := range c.Args.Object("headers") {
+		canon := http.CanonicalHeaderKey(k)
+		if !allowedHeader(canon) {
+			return errorResult("header %q is not passed on; allowed headers are %s (authentication is added by the server)",
+				k, strings.Join(servicenow.AllowedRequestHeaders(), ", "))
+		}
+		headers.Set(canon, fmt.Sprint(v))
+	}
+	var body []byte
+	if b := c.Args.Object("body"); b != nil {
+		if method == http.MethodGet || method == http.MethodDelete {
+			return errorResult("a body is not sent with %s; put parameters in query instead", method)
+		}
+		var err error
+		if body, err = marshal(b); err != nil {
+			return errorResult("argument \"body\" could not be encoded as JSON")
+		}
+	}
+
+	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{
+		Method: method, Path: path, Query: q, Body: body, Headers: headers,
+		MaxBody: readCap(d.Budget),
+	})
+	if err != nil {
+		return failure(ctx, d, c, err)
+	}
+
+	out := map[string]any{"status": resp.Status}
+	hs := map[string]string{}
+	for k := range resp.Header {
+		if k != "Content-Type" {
+			hs[k] = strings.Join(resp.Header.Values(k), ", ")
+		}
+	}
+	if len(hs) > 0 {
+		out["headers"] = hs
+	}
+	shaped, note := shapeBody(resp.Body, resp.Truncated, d.Budget)
+	if shaped != nil {
+		out["body"] = shaped
+	}
+	if note != "" {
+		out["truncated"] = true
+		out["note"] = note
+	}
+	return jsonResult(out)
+}
+
+func allowedHeader(h string) bool {
+	for _, a := range servicenow.AllowedRequestHeaders() {
+		if http.CanonicalHeaderKey(a) == h {
+			return true
+		}
+	}
+	return false
+}
+
+// readCap is how much of an answer is read for a budget: enough to fill
+// the budget after compaction, never the whole of a huge answer.
+func readCap(budget int) int64 {
+	return int64(max(8*budget, 256<<10))
+}
+
+// shapeBody compacts a JSON body into the budget, cutting whole records
+// of a {"result":[…]} list when it is too large.
+func shapeBody(body []byte, cut bool, budget int) (json.RawMessage, string) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, ""
+	}
+	if !cut {
+		var buf bytes.Buffer
+		if json.Compact(&buf, body) == nil && buf.Len() <= budget {
+			return buf.Bytes(), ""
+		}
+	}
+	if records, total, ok := leadingRecords(body); ok {
+		kept := make([]json.RawMessage, 0, len(records))
+		size := len(`{"result":[]}`)
+		for _, r := range records {
+			if size+len(r)+1 > budget {
+				break
+			}
+			kept = append(kept, r)
+			size += len(r) + 1
+		}
+		b, _ := marshal(map[string]any{"result": kept})
+		of := fmt.Sprintf("%d", total)
+		if cut {
+			of = "more than " + of
+		}
+		return b, fmt.Sprintf("the answer was too large: kept the first %d of %s records. Ask for fewer fields (sysparm_fields), fewer records (sysparm_limit), or page with sysparm_offset=%d.",
+			len(kept), of, len(kept))
+	}
+	text := body[:min(len(body), budget)]
+	for len(text) > 0 && !utf8.Valid(text) {
+		text = text[:len(text)-1]
+	}
+	s, _ := marshal(string(text))
+	return s, fmt.Sprintf("the answer was too large and is shown as text cut at %d bytes; narrow the request.", len(text))
+}
+
+// leadingRecords reads the records of a {"result":[…]} body, stopping
+// quietly where the body was cut.
+func leadingRecords(body []byte) ([]json.RawMessage, int, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, 0, false
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return nil, 0, false
+		}
+		if key != "result" {
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return nil, 0, false
+			}
+			continue
+		}
+		if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+			return nil, 0, false
+		}
+		var out []json.RawMessage
+		for dec.More() {
+			var r json.RawMessage
+			if dec.Decode(&r) != nil {
+				break
+			}
+			var buf bytes.Buffer
+			if json.Compact(&buf, r) == nil {
+				r = buf.Bytes()
+			}
+			out = append(out, r)
+		}
+		return out, len(out), true
+	}
+	return nil, 0, false
+}

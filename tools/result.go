@@ -1,0 +1,161 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"servicenow-mcp/oauth"
+	"servicenow-mcp/servicenow"
+)
+
+func errorResult(format string, a ...any) *mcp.CallToolResult {
+	return mcp.NewToolResultError(fmt.Sprintf(format, a...))
+}
+
+// jsonResult renders v as compact JSON text.
+func jsonResult(v any) *mcp.CallToolResult {
+	b, err := marshal(v)
+	if err != nil {
+		return errorResult("internal error: cannot encode the answer")
+	}
+	return mcp.NewToolResultText(string(b))
+}
+
+func jsonError(v any) *mcp.CallToolResult {
+	r := jsonResult(v)
+	r.IsError = true
+	return r
+}
+
+// marshal encodes compactly without escaping <, > and & (models read it).
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// authorizationRequired is what every tool answers for an account that
+// has no usable tokens: data the model can relay to the user.
+type authorizationRequired struct {
+	Status           string    `json:"status"`
+	Connection       string    `json:"connection"`
+	AuthorizationURL string    `json:"authorization_url"`
+	ExpiresAt        time.Time `json:"expires_at"`
+	Message          string    `json:"message"`
+	Reason           string    `json:"reason,omitempty"`
+}
+
+// failure turns an error from the token manager or the instance client
+// into a result the model can act on.
+func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResult {
+	var (
+		needsLink *servicenow.NeedsLinkError
+		input     *servicenow.InputError
+		api       *servicenow.APIError
+		unavail   *servicenow.UnavailableError
+		limited   *servicenow.RateLimitedError
+		tokenDown *oauth.UnavailableError
+		client    *oauth.ClientRejectedError
+	)
+	switch {
+	case errors.Is(err, oauth.ErrNeedsAuthorization) || errors.As(err, &needsLink):
+		reason := ""
+		if needsLink != nil {
+			reason = needsLink.Reason
+		} else if a, aerr := d.Tokens.Account(ctx, c.Key); aerr == nil && a.LastError != "" {
+			reason = a.LastError
+		}
+		return linkResult(ctx, d, c, reason)
+	case errors.As(err, &input):
+		c.outcome = "bad_arguments"
+		return errorResult("%s", input.Msg)
+	case errors.As(err, &api):
+		c.outcome = "servicenow_error"
+		out := map[string]any{"status": api.Status, "error": api.Message}
+		if api.Detail != "" {
+			out["detail"] = api.Detail
+		}
+		if h := api.Hint(); h != "" {
+			out["hint"] = h
+		}
+		return jsonError(out)
+	case errors.As(err, &limited):
+		c.outcome = "rate_limited"
+		out := map[string]any{
+			"status":              429,
+			"error":               "ServiceNow rate limit reached",
+			"retry_after_seconds": int(limited.RetryAfter.Round(time.Second).Seconds()),
+			"retry_at":            limited.At.Format(time.RFC3339),
+			"hint":                "Wait until retry_at before calling again; retrying sooner is refused by ServiceNow.",
+		}
+		if limited.Detail != "" {
+			out["detail"] = limited.Detail
+		}
+		return jsonError(out)
+	case errors.As(err, &unavail):
+		c.outcome = "instance_unavailable"
+		out := map[string]any{"error": unavail.Error(), "hint": "The linked account is fine; retry later."}
+		if unavail.Hibernating {
+			out["hibernating"] = true
+		}
+		if unavail.Partial {
+			out["hint"] = "No data from this answer was used; retry the call."
+		}
+		return jsonError(out)
+	case errors.As(err, &tokenDown):
+		c.outcome = "instance_unavailable"
+		out := map[string]any{"error": tokenDown.Error(), "hint": "The linked account is kept; retry later."}
+		if !tokenDown.RetryAfter.IsZero() {
+			out["retry_at"] = tokenDown.RetryAfter.UTC().Format(time.RFC3339)
+		}
+		return jsonError(out)
+	case errors.As(err, &client):
+		c.outcome = "configuration_error"
+		return jsonError(map[string]any{
+			"error": client.Error(),
+			"hint":  "This is a server configuration problem, not the user's: tell the operator of this MCP server.",
+		})
+	case errors.Is(err, oauth.ErrUnknownConnection):
+		c.outcome = "bad_arguments"
+		return errorResult("%s", err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		c.outcome = "timeout"
+		return errorResult("the call did not finish within the server's time limit; ServiceNow may be slow, retry with a smaller request")
+	case errors.Is(err, context.Canceled):
+		c.outcome = "cancelled"
+		return errorResult("the call was cancelled")
+	}
+	c.outcome = "internal_error"
+	d.Log.Error().Str("tool", c.Tool).Str("error", err.Error()).Msg("tool failed")
+	return errorResult("internal error; the server log has details")
+}
+
+func linkResult(ctx context.Context, d *Deps, c *Call, reason string) *mcp.CallToolResult {
+	c.outcome = "needs_authorization"
+	link, err := d.Tokens.Link(ctx, c.Key)
+	if err != nil {
+		d.Log.Error().Str("error", err.Error()).Msg("create authorization link")
+		return errorResult("the ServiceNow account is not linked, and no authorization link could be created; the server log has details")
+	}
+	r := jsonResult(authorizationRequired{
+		Status:           "authorization_required",
+		Connection:       link.Connection,
+		AuthorizationURL: link.URL,
+		ExpiresAt:        link.ExpiresAt.UTC(),
+		Message: "The user has not linked their ServiceNow account for this connection. Ask them to open authorization_url, " +
+			"sign in to ServiceNow and choose Allow; then call this tool again.",
+		Reason: reason,
+	})
+	r.IsError = true
+	return r
+}
