@@ -3,7 +3,17 @@
 // validation that names the offending key.
 package config
 
-import "time"
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+)
 
 // Config is the whole configuration of one servicenow-mcp process.
 type Config struct {
@@ -26,6 +36,14 @@ type Config struct {
 	Timeouts    Timeouts     `yaml:"timeouts"`
 	Tools       Tools        `yaml:"tools"`
 	Connections []Connection `yaml:"connections"`
+
+	// File is the path the configuration was read from; empty when it was
+	// built from defaults alone. Error messages name it.
+	File string `yaml:"-"`
+
+	// overridden maps a key path to the environment variable that set it,
+	// so that a validation error names the place the user has to fix.
+	overridden map[string]string
 }
 
 // Log chooses level and format of the stderr log.
@@ -84,4 +102,135 @@ type Connection struct {
 	ClientSecret string   `yaml:"client_secret"`
 	Scopes       []string `yaml:"scopes"`
 	Default      bool     `yaml:"default"`
+}
+
+// RedactedValue replaces every secret in the copy made by Redacted.
+const RedactedValue = "[redacted]"
+
+// CallbackPath is the path of the OAuth redirect URI under PublicURL.
+const CallbackPath = "/oauth/callback"
+
+// Connection returns the connection called name. An empty name picks the
+// connection marked default, or the only one. The error says which names
+// exist, so that it can be shown to a model as is.
+func (c *Config) Connection(name string) (*Connection, error) {
+	if len(c.Connections) == 0 {
+		return nil, errors.New("no ServiceNow connection is configured; " +
+			"add one under connections in the config file")
+	}
+
+	if name == "" {
+		for i := range c.Connections {
+			if c.Connections[i].Default {
+				return &c.Connections[i], nil
+			}
+		}
+		if len(c.Connections) == 1 {
+			return &c.Connections[0], nil
+		}
+		return nil, fmt.Errorf("several connections are configured (%s) and none is "+
+			"the default; name one in the connection argument",
+			strings.Join(c.ConnectionNames(), ", "))
+	}
+
+	for i := range c.Connections {
+		if c.Connections[i].Name == name {
+			return &c.Connections[i], nil
+		}
+	}
+	return nil, fmt.Errorf("unknown connection %q; configured connections: %s",
+		name, strings.Join(c.ConnectionNames(), ", "))
+}
+
+// ConnectionNames lists the connection names in config order.
+func (c *Config) ConnectionNames() []string {
+	names := make([]string, len(c.Connections))
+	for i, conn := range c.Connections {
+		names[i] = conn.Name
+	}
+	return names
+}
+
+// AddConnection appends conn (the sandbox, for instance) with the same
+// defaults a connection from the file gets. Call Validate afterwards.
+func (c *Config) AddConnection(conn Connection) {
+	conn.Scopes = slices.Clone(conn.Scopes)
+	normalizeConnection(&conn)
+	c.Connections = append(c.Connections, conn)
+}
+
+// RedirectURI is the OAuth redirect URI: PublicURL without trailing
+// slashes plus CallbackPath. Both OAuth legs must use this one value so
+// that ServiceNow sees the same bytes twice.
+func (c *Config) RedirectURI() string {
+	return strings.TrimRight(c.Server.PublicURL, "/") + CallbackPath
+}
+
+// Redacted returns a deep copy with every secret replaced by
+// RedactedValue, fit for a debug log. Empty secrets stay empty, so the
+// log still shows whether one was given.
+func (c *Config) Redacted() *Config {
+	r := *c
+	r.EncryptionKey = redact(c.EncryptionKey)
+	r.PreviousEncryptionKeys = make([]string, len(c.PreviousEncryptionKeys))
+	for i, k := range c.PreviousEncryptionKeys {
+		r.PreviousEncryptionKeys[i] = redact(k)
+	}
+	r.Server.APIKeys = slices.Clone(c.Server.APIKeys)
+	r.Tools.Toolsets = slices.Clone(c.Tools.Toolsets)
+	r.Tools.Enable = slices.Clone(c.Tools.Enable)
+	r.Tools.Exclude = slices.Clone(c.Tools.Exclude)
+	r.Connections = slices.Clone(c.Connections)
+	for i := range r.Connections {
+		r.Connections[i].ClientSecret = redact(r.Connections[i].ClientSecret)
+		r.Connections[i].Scopes = slices.Clone(r.Connections[i].Scopes)
+	}
+	return &r
+}
+
+// HashAPIKey returns the form in which an API key is stored in config:
+// "sha256:" followed by the lowercase hex SHA-256 of the key.
+func HashAPIKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// APIKeyFor returns the configured key whose hash matches key. Every
+// configured hash is compared in constant time, so timing does not tell
+// how close a guess came.
+func (s *Server) APIKeyFor(key string) (*APIKey, bool) {
+	want := []byte(HashAPIKey(key))
+	var found *APIKey
+	for i := range s.APIKeys {
+		have := []byte(strings.ToLower(s.APIKeys[i].Hash))
+		if subtle.ConstantTimeCompare(want, have) == 1 && found == nil {
+			found = &s.APIKeys[i]
+		}
+	}
+	return found, found != nil
+}
+
+// LoopbackOnly reports whether Listen binds a loopback address only. The
+// server refuses HTTP transport on any other address without API keys.
+func (s *Server) LoopbackOnly() bool {
+	host, _, err := net.SplitHostPort(s.Listen)
+	return err == nil && isLoopbackHost(host)
+}
+
+func redact(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return RedactedValue
+}
+
+// isLoopbackHost accepts localhost and literal loopback addresses
+// (127.0.0.0/8, ::1). Other names are not resolved: a name that resolves
+// to loopback today may not tomorrow.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
