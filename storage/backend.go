@@ -15,8 +15,6 @@ type backend interface {
 	get(ctx context.Context, key []byte) ([]byte, error)
 	// write applies all ops in one transaction, durably.
 	write(ctx context.Context, ops []writeOp) error
-	// take reads and deletes key in one transaction.
-	take(ctx context.Context, key []byte) ([]byte, error)
 	// scan returns every pair under prefix, values included when withValues.
 	scan(ctx context.Context, prefix []byte, withValues bool) ([]pair, error)
 	close() error

@@ -194,27 +194,6 @@ func applyOp(txn *badger.Txn, op *writeOp) error {
 	return txn.SetEntry(entry)
 }
 
-func (l *localDB) take(ctx context.Context, key []byte) ([]byte, error) {
-	db, done, err := l.use(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-
-	var val []byte
-	err = l.retryConflicts(db, func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		if val, err = item.ValueCopy(nil); err != nil {
-			return err
-		}
-		return txn.Delete(key)
-	})
-	return val, badgerError(err)
-}
-
 func (l *localDB) scan(ctx context.Context, prefix []byte, withValues bool) ([]pair, error) {
 	db, done, err := l.use(ctx)
 	if err != nil {
@@ -248,8 +227,8 @@ func (l *localDB) scan(ctx context.Context, prefix []byte, withValues bool) ([]p
 }
 
 // retryConflicts runs fn in an update transaction, again when a concurrent
-// transaction of this process conflicts with it: the second run reads the
-// winner's write, so conditions like single use still hold.
+// transaction conflicts with it: the next run reads the winner's write,
+// so compare-and-swap conditions (single use) still hold.
 func (l *localDB) retryConflicts(db *badger.DB, fn func(*badger.Txn) error) error {
 	for attempt := 0; ; attempt++ {
 		err := db.Update(fn)

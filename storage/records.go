@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -121,5 +120,5 @@ func decodePending(hash string, data []byte) (*PendingAuthorization, error) {
 	return &p, nil
 }
 
-// hasPrefix reports whether key starts with prefix; a helper for scans.
-func hasPrefix(key []byte, prefix string) bool { return bytes.HasPrefix(key, []byte(prefix)) }
+// Key returns the account the pending authorization belongs to.
+func (p *PendingAuthorization) Key() AccountKey { return AccountKey{p.Connection, p.User} }

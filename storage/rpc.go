@@ -18,7 +18,6 @@ import (
 // Methods and outcome codes of the wire protocol.
 const (
 	methodGet   = "get"
-	methodTake  = "take"
 	methodWrite = "write"
 	methodScan  = "scan"
 
@@ -42,8 +41,6 @@ func handler(db backend) func(*wire.Request, *wire.Reply) error {
 		switch req.Method {
 		case methodGet:
 			reply.Value, err = db.get(ctx, req.Key)
-		case methodTake:
-			reply.Value, err = db.take(ctx, req.Key)
 		case methodWrite:
 			err = db.write(ctx, req.Ops)
 		case methodScan:
@@ -182,14 +179,6 @@ func (r *rpcClient) call(ctx context.Context, req *wire.Request) (*wire.Reply, e
 
 func (r *rpcClient) get(ctx context.Context, key []byte) ([]byte, error) {
 	reply, err := r.call(ctx, &wire.Request{Method: methodGet, Key: key})
-	if err != nil {
-		return nil, err
-	}
-	return reply.Value, nil
-}
-
-func (r *rpcClient) take(ctx context.Context, key []byte) ([]byte, error) {
-	reply, err := r.call(ctx, &wire.Request{Method: methodTake, Key: key})
 	if err != nil {
 		return nil, err
 	}
