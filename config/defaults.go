@@ -152,3 +152,13 @@ func orDefault(value, def string) string {
 	}
 	return value
 }
+
+// SetListen changes the listen address, moving public_url along with it
+// when public_url was only the default derived from the old address.
+func (c *Config) SetListen(listen string) {
+	tls := c.Server.TLSCert != ""
+	if c.Server.PublicURL == "" || c.Server.PublicURL == defaultPublicURL(c.Server.Listen, tls) {
+		c.Server.PublicURL = defaultPublicURL(listen, tls)
+	}
+	c.Server.Listen = listen
+}

@@ -1,0 +1,221 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"servicenow-mcp/config"
+	"servicenow-mcp/server"
+	"servicenow-mcp/storage"
+)
+
+func auth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	const synopsis = "auth login|status|logout [--connection NAME] [--user ID] [--config FILE]"
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(stderr, "Usage: servicenow-mcp %s\n\n"+
+			"  login   print an authorization link, open a browser when possible, and wait until it is approved\n"+
+			"  status  show linked accounts and their token expiry\n"+
+			"  logout  revoke an account's tokens at ServiceNow and forget them\n", synopsis)
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return nil
+		}
+		return ExitError(2)
+	}
+	sub := args[0]
+	fs := newFlagSet("auth "+sub, "auth "+sub+" [flags]", stderr)
+	var c common
+	c.register(fs)
+	connName := fs.String("connection", "", "connection name (default: the default connection)")
+	withSandbox := fs.Bool("sandbox", false, "use a sandbox instance in this process (for trying the flow)")
+	noBrowser := fs.Bool("no-browser", false, "login: print the link only, do not try to open a browser")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	cfg, err := c.load()
+	if err != nil {
+		return err
+	}
+	if err := cfg.ValidateWith(config.ValidateOptions{AllowNoConnections: *withSandbox || sub == "status"}); err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	if *withSandbox {
+		closeSandbox, err := startSandbox(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer closeSandbox()
+	}
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	app, err := server.New(server.Options{Config: cfg, Store: store, Logger: log, Version: version()})
+	if err != nil {
+		return err
+	}
+
+	switch sub {
+	case "status":
+		return authStatus(ctx, store, cfg, c.user, *connName, stdout)
+	case "login", "logout":
+	default:
+		return fmt.Errorf("unknown auth command %q: use login, status or logout", sub)
+	}
+	conn, err := cfg.Connection(*connName)
+	if err != nil {
+		return err
+	}
+	key := storage.AccountKey{Connection: conn.Name, User: cfg.User}
+	if sub == "logout" {
+		found, revoked, err := app.Tokens.Disconnect(ctx, key)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			fmt.Fprintf(stdout, "%s on %s was not linked.\n", key.User, key.Connection)
+		case revoked:
+			fmt.Fprintf(stdout, "Revoked and forgot the tokens of %s on %s.\n", key.User, key.Connection)
+		default:
+			fmt.Fprintf(stdout, "Forgot the tokens of %s on %s; ServiceNow could not confirm the revocation.\n", key.User, key.Connection)
+		}
+		return nil
+	}
+	return authLogin(ctx, app, store, key, !*noBrowser, stdout)
+}
+
+func authLogin(ctx context.Context, app *server.App, store storage.Store, key storage.AccountKey, browser bool, stdout io.Writer) error {
+	started := time.Now()
+	link, err := app.Tokens.Link(ctx, key)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithDeadline(ctx, link.ExpiresAt)
+	defer cancel()
+	go app.ServeCallbackOnly(ctx)
+
+	fmt.Fprintf(stdout, "Open this link to link %s's ServiceNow account on %s (valid until %s):\n\n  %s\n\n",
+		key.User, key.Connection, link.ExpiresAt.Local().Format("15:04"), link.URL)
+	if browser {
+		openBrowser(link.URL)
+	}
+	fmt.Fprintln(stdout, "Waiting for the approval… (Ctrl-C to stop)")
+
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return errors.New("the link expired before it was approved; run auth login again")
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+		acct, err := store.GetAccount(ctx, key)
+		if err == nil && acct.Status == storage.StatusActive && !acct.LinkedAt.Before(started.Add(-time.Second)) {
+			fmt.Fprintf(stdout, "Linked %s (%s) on %s.\n", acct.SNDisplayName, acct.SNUserName, key.Connection)
+			return nil
+		}
+	}
+}
+
+// openBrowser tries the desktop's opener; failure is fine, the link is printed.
+func openBrowser(url string) {
+	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+		return
+	}
+	for _, opener := range []string{"xdg-open", "open"} {
+		if path, err := exec.LookPath(opener); err == nil {
+			cmd := exec.Command(path, url)
+			if cmd.Start() == nil {
+				go func() { _ = cmd.Wait() }()
+				return
+			}
+		}
+	}
+}
+
+func authStatus(ctx context.Context, store storage.Store, cfg *config.Config, user, connName string, stdout io.Writer) error {
+	accounts, broken, err := store.ListAccounts(ctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(accounts, func(i, j int) bool {
+		if accounts[i].Connection != accounts[j].Connection {
+			return accounts[i].Connection < accounts[j].Connection
+		}
+		return accounts[i].User < accounts[j].User
+	})
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONNECTION\tUSER\tSTATUS\tSERVICENOW USER\tTOKEN EXPIRES")
+	n := 0
+	for _, a := range accounts {
+		if (user != "" && a.User != user) || (connName != "" && a.Connection != connName) {
+			continue
+		}
+		n++
+		exp := "-"
+		if a.Status == storage.StatusActive {
+			exp = a.Expiry.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Connection, a.User, a.Status, a.SNUserName, exp)
+	}
+	for k, e := range broken {
+		n++
+		fmt.Fprintf(tw, "%s\t%s\tUNREADABLE\t-\t%s\n", k.Connection, k.User, e)
+	}
+	_ = tw.Flush()
+	if n == 0 {
+		fmt.Fprintln(stdout, "No linked accounts. Link one with: servicenow-mcp auth login")
+	}
+	return nil
+}
+
+func keys(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	help := "Usage: servicenow-mcp keys generate|hash\n\n" +
+		"  generate  print a new random API key for an HTTP caller and the hash to put in server.api_keys\n" +
+		"  hash      read an API key from standard input and print its hash\n"
+	if len(args) == 0 {
+		fmt.Fprint(stderr, help)
+		return ExitError(2)
+	}
+	switch args[0] {
+	case "-h", "--help":
+		fmt.Fprint(stdout, help)
+		return nil
+	case "generate":
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		key := "snmcp_" + base64.RawURLEncoding.EncodeToString(b)
+		fmt.Fprintf(stdout, "key:  %s\nhash: %s\n", key, config.HashAPIKey(key))
+		fmt.Fprintln(stderr, "Give the key to the caller; put only the hash in the config (server.api_keys[].hash).")
+		return nil
+	case "hash":
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		key := strings.TrimSpace(line)
+		if key == "" {
+			return errors.New("keys hash: give the API key on standard input, e.g. `printf %s \"$KEY\" | servicenow-mcp keys hash`")
+		}
+		fmt.Fprintln(stdout, config.HashAPIKey(key))
+		return nil
+	}
+	return fmt.Errorf("unknown keys command %q: use generate or hash", args[0])
+}

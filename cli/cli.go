@@ -1,0 +1,310 @@
+// Package cli is the servicenow-mcp command line: it parses subcommands,
+// loads and validates the configuration, builds the logger and the store,
+// and hands over to the server, the sandbox or the account commands.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"servicenow-mcp/config"
+	"servicenow-mcp/sandbox"
+	"servicenow-mcp/server"
+	"servicenow-mcp/storage"
+	"servicenow-mcp/tools"
+)
+
+// Version is set at build time with -ldflags "-X servicenow-mcp/cli.Version=…".
+var Version = ""
+
+// ExitError asks main to exit with a given status without printing more.
+type ExitError int
+
+func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+const usage = `servicenow-mcp serves ServiceNow to AI agents as MCP tools, acting as each
+user on their own ServiceNow instance through OAuth.
+
+Usage:
+  servicenow-mcp serve [--config FILE] [--user ID] [--sandbox] [flags]
+                                      serve MCP (stdio by default)
+  servicenow-mcp sandbox [flags]      run the simulated ServiceNow instance alone
+  servicenow-mcp auth login|status|logout [--connection NAME] [--user ID]
+                                      link, inspect or unlink an account from a terminal
+  servicenow-mcp keys generate|hash   make an API key for HTTP callers, or hash one
+  servicenow-mcp version              print the version
+
+Run "servicenow-mcp COMMAND --help" for a command's flags.
+`
+
+// Run executes one command line.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitError(2)
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdin, stdout, stderr)
+	case "sandbox":
+		return sandbox.Command(ctx, args[1:], stdout, stderr)
+	case "auth":
+		return auth(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return keys(args[1:], stdin, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "servicenow-mcp", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "servicenow-mcp: unknown command %q\n\n%s", args[0], usage)
+	return ExitError(2)
+}
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// common holds the flags every account-touching command shares.
+type common struct {
+	configPath string
+	user       string
+	logLevel   string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configPath, "config", "", "config file (default $SERVICENOW_MCP_CONFIG, else ~/.config/servicenow-mcp/config.yaml when present)")
+	fs.StringVar(&c.user, "user", "", "end user to act for (default: config user, $SERVICENOW_MCP_USER, else $USER)")
+	fs.StringVar(&c.logLevel, "log-level", "", "debug, info, warn or error (default: config, else info)")
+}
+
+func (c *common) load() (*config.Config, error) {
+	cfg, err := config.Load(c.configPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.user != "" {
+		cfg.User = c.user
+	}
+	if c.logLevel != "" {
+		cfg.Log.Level = c.logLevel
+	}
+	return cfg, nil
+}
+
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: servicenow-mcp %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// newLogger writes to stderr only: stdout belongs to the stdio protocol.
+func newLogger(cfg *config.Config, stderr io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(strings.ToLower(cfg.Log.Level))
+	if err != nil || cfg.Log.Level == "" {
+		level = zerolog.InfoLevel
+	}
+	var w io.Writer = stderr
+	format := cfg.Log.Format
+	if format == "" || format == "auto" {
+		format = "json"
+		if f, ok := stderr.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "console"
+			}
+		}
+	}
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05"}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// openStore opens the data directory with the configured keys.
+func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (storage.Store, error) {
+	keys, err := loadKeys(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return storage.Open(ctx, storage.Options{Dir: cfg.DataDir, Keys: keys, Logger: log})
+}
+
+func loadKeys(cfg *config.Config, log zerolog.Logger) (storage.Keyring, error) {
+	var ring storage.Keyring
+	if cfg.EncryptionKey != "" {
+		k, err := storage.ParseKey(cfg.EncryptionKey)
+		if err != nil {
+			return ring, fmt.Errorf("encryption_key (or %s): %w", config.EnvEncryptionKey, err)
+		}
+		ring.Current = k
+	} else {
+		k, created, err := storage.LoadOrCreateKeyFile(cfg.EncryptionKeyFile)
+		if err != nil {
+			return ring, fmt.Errorf("encryption_key_file %s: %w", cfg.EncryptionKeyFile, err)
+		}
+		if created {
+			log.Info().Str("path", cfg.EncryptionKeyFile).Msg("created a new encryption key file; back it up: without it the stored tokens cannot be read")
+		}
+		ring.Current = k
+	}
+	for i, s := range cfg.PreviousEncryptionKeys {
+		k, err := storage.ParseKey(s)
+		if err != nil {
+			return ring, fmt.Errorf("previous_encryption_keys[%d]: %w", i, err)
+		}
+		ring.Previous = append(ring.Previous, k)
+	}
+	return ring, nil
+}
+
+// startSandbox runs the simulated instance in this process and adds the
+// connection "sandbox" that points at it.
+func startSandbox(ctx context.Context, cfg *config.Config, log zerolog.Logger) (func(), error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	run, err := sandbox.Start(ctx, "127.0.0.1:0", sandbox.Options{
+		RedirectURIs: []string{cfg.RedirectURI()},
+		StateFile:    filepath.Join(cfg.DataDir, "sandbox-state.json"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start sandbox: %w", err)
+	}
+	hasDefault := false
+	for _, c := range cfg.Connections {
+		hasDefault = hasDefault || c.Default
+	}
+	cfg.AddConnection(config.Connection{
+		Name:         "sandbox",
+		InstanceURL:  run.URL,
+		ClientID:     "sandbox-client",
+		ClientSecret: sandboxSecret(),
+		Scopes:       []string{"useraccount"},
+		Default:      !hasDefault,
+	})
+	var users []string
+	for _, u := range run.Server.Users() {
+		users = append(users, fmt.Sprintf("%s/%s (%s)", u.UserName, u.Password, strings.Join(u.Roles, ",")))
+	}
+	log.Info().Str("url", run.URL).Str("connection", "sandbox").
+		Str("sign_in_users", strings.Join(users, "; ")).
+		Msg("sandbox ServiceNow instance running in this process; sign in on its consent page with one of these users (user/password)")
+	return run.Close, nil
+}
+
+func sandboxSecret() string {
+	if s := os.Getenv("SANDBOX_CLIENT_SECRET"); s != "" {
+		return s
+	}
+	return "sandbox-secret"
+}
+
+// listOf splits comma-separated flag values.
+func listOf(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "serve [flags]", stderr)
+	var c common
+	c.register(fs)
+	withSandbox := fs.Bool("sandbox", false, "also run a simulated ServiceNow instance in this process and add a connection named sandbox")
+	transport := fs.String("transport", "stdio", "stdio, or http (streamable HTTP at /mcp and SSE at /sse)")
+	listen := fs.String("listen", "", "address for the callback and, with --transport http, MCP (default: config server.listen, 127.0.0.1:8765)")
+	toolsets := fs.String("toolsets", "", "comma-separated toolsets to enable (all, default, or names below)")
+	toolNames := fs.String("tools", "", "comma-separated tools to enable in addition to the toolsets")
+	exclude := fs.String("exclude-tools", "", "comma-separated tools to leave out")
+	readOnly := fs.Bool("read-only", false, "register read tools only; servicenow_request may only GET")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: servicenow-mcp serve [flags]\n\nServes MCP over stdio (default) or HTTP. Logs go to stderr; stdout carries only JSON-RPC.\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, "\nToolsets and tools:\n"+tools.HelpText())
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q; see --help", fs.Arg(0))
+	}
+	cfg, err := c.load()
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.SetListen(*listen)
+	}
+	if *toolsets != "" {
+		cfg.Tools.Toolsets = listOf(*toolsets)
+	}
+	if *toolNames != "" {
+		cfg.Tools.Enable = listOf(*toolNames)
+	}
+	if *exclude != "" {
+		cfg.Tools.Exclude = listOf(*exclude)
+	}
+	if *readOnly {
+		cfg.Tools.ReadOnly = true
+	}
+	if err := cfg.ValidateWith(config.ValidateOptions{AllowNoConnections: *withSandbox}); err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+
+	if *withSandbox {
+		closeSandbox, err := startSandbox(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer closeSandbox()
+	}
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	app, err := server.New(server.Options{Config: cfg, Store: store, Logger: log, Version: version()})
+	if err != nil {
+		return err
+	}
+	log.Info().Str("version", version()).Str("transport", *transport).Str("data_dir", cfg.DataDir).
+		Str("summary", app.Describe()).Msg("servicenow-mcp starting")
+
+	switch *transport {
+	case "stdio":
+		if cfg.User == "" {
+			return errors.New("no user for stdio: set --user, user in the config file, or SERVICENOW_MCP_USER")
+		}
+		return app.ServeStdio(ctx, stdin, stdout, cfg.User)
+	case "http":
+		return app.ServeHTTP(ctx)
+	}
+	return fmt.Errorf("--transport %q: use stdio or http", *transport)
+}
