@@ -1,0 +1,226 @@
+package servicenow
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"servicenow-mcp/config"
+	"servicenow-mcp/storage"
+)
+
+func TestValidatePath(t *testing.T) {
+	tests := []struct {
+		path string
+		ok   bool
+	}{
+		{"/api/now/table/incident", true},
+		{"/api/now/table/incident/0123456789abcdef0123456789abcdef", true},
+		{"/api/sn_sc/servicecatalog/items", true},
+		{"", false},
+		{"api/now/table/incident", false},
+		{"https://evil.example/api/now/table/incident", false},
+		{"//evil.example/api/now", false},
+		{"/api//now/table", false},
+		{"/api/now/../../oauth_token.do", false},
+		{"/api/./now", false},
+		{"/api/now/table/incident?sysparm_limit=1", false},
+		{"/api/now/table/incident#x", false},
+		{"/api/now/%2e%2e/x", false},
+		{"/api/now\\..\\x", false},
+		{"/api/now/table/inc\nident", false},
+		{"/login.do", false},
+		{"/oauth_token.do", false},
+		{"/apix/now", false},
+	}
+	for _, tt := range tests {
+		err := ValidatePath(tt.path)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidatePath(%q) = %v, want ok=%v", tt.path, err, tt.ok)
+		}
+		var ie *InputError
+		if err != nil && !errors.As(err, &ie) {
+			t.Errorf("ValidatePath(%q) error is %T, want *InputError", tt.path, err)
+		}
+	}
+}
+
+// fakeTokens hands out numbered tokens and counts refreshes.
+type fakeTokens struct {
+	refreshes atomic.Int32
+	expired   atomic.Int32
+}
+
+func (f *fakeTokens) Token(context.Context, storage.AccountKey) (string, error) { return "tok-0", nil }
+func (f *fakeTokens) ForceRefresh(context.Context, storage.AccountKey, string) (string, error) {
+	n := f.refreshes.Add(1)
+	return "tok-" + string(rune('0'+n)), nil
+}
+func (f *fakeTokens) Expire(context.Context, storage.AccountKey, string) error {
+	f.expired.Add(1)
+	return nil
+}
+
+func newTestClient(t *testing.T, h http.HandlerFunc) (*Client, *fakeTokens) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ft := &fakeTokens{}
+	c, err := NewClient(ft, []config.Connection{{Name: "x", InstanceURL: srv.URL}}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
+	return c, ft
+}
+
+var key = storage.AccountKey{Connection: "x", User: "alice"}
+
+func TestDoClassifiesAnswers(t *testing.T) {
+	tests := []struct {
+		name       string
+		method     string
+		handler    func(calls int32, w http.ResponseWriter, r *http.Request)
+		wantErr    any
+		wantCalls  int32
+		wantStatus int
+	}{
+		{"json ok", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+			_, _ = w.Write([]byte(`{"result":[]}`))
+		}, nil, 1, 200},
+		{"hibernating 200 html", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte(`<html><title>Instance Hibernating page</title>This instance is hibernating</html>`))
+		}, &UnavailableError{}, 1, 0},
+		{"503 html retried then unavailable", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(503)
+		}, &UnavailableError{}, 3, 0},
+		{"500 json not retried for POST", "POST", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(500)
+			_, _ = w.Write([]byte(`{"error":{"message":"boom","detail":null},"status":"failure"}`))
+		}, &APIError{}, 1, 0},
+		{"403 envelope", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(403)
+			_, _ = w.Write([]byte(`{"error":{"message":"Operation Failed","detail":"ACL Exception Insert Failed due to security constraints"},"status":"failure"}`))
+		}, &APIError{}, 1, 0},
+		{"401 then ok after one refresh", "GET", func(n int32, w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if r.Header.Get("Authorization") == "Bearer tok-0" {
+				w.WriteHeader(401)
+				_, _ = w.Write([]byte(`{"error":{"message":"User Not Authenticated","detail":"Required to provide Auth information"},"status":"failure"}`))
+				return
+			}
+			_, _ = w.Write([]byte(`{"result":[]}`))
+		}, nil, 2, 200},
+		{"401 twice needs link", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(401)
+			_, _ = w.Write([]byte(`{"error":{"message":"User Not Authenticated"},"status":"failure"}`))
+		}, &NeedsLinkError{}, 2, 0},
+		{"429 too long answers at once", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(429)
+			_, _ = w.Write([]byte(`{"error":{"message":"Rate limit exceeded","detail":"Rate limit of 100 requests per hour for Table API exceeded"},"status":"failure"}`))
+		}, &RateLimitedError{}, 1, 0},
+		{"json cut short", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"result":[{"a":"1"},{"a":`))
+		}, &UnavailableError{}, 1, 0},
+		{"redirect not followed", "GET", func(_ int32, w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "https://signon.example.com/login", http.StatusFound)
+		}, &UnavailableError{}, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int32
+			c, ft := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Cookie") != "" {
+					t.Errorf("cookie forwarded")
+				}
+				tt.handler(calls.Add(1), w, r)
+			})
+			resp, err := c.Do(context.Background(), key, Request{Method: tt.method, Path: "/api/now/table/incident"})
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Do: %v", err)
+				}
+				if resp.Status != tt.wantStatus {
+					t.Errorf("status %d, want %d", resp.Status, tt.wantStatus)
+				}
+			} else if err == nil || !sameType(err, tt.wantErr) {
+				t.Fatalf("Do error = %T %v, want %T", err, err, tt.wantErr)
+			}
+			if got := calls.Load(); got != tt.wantCalls {
+				t.Errorf("instance saw %d requests, want %d", got, tt.wantCalls)
+			}
+			if tt.name == "429 too long answers at once" && ft.refreshes.Load() != 0 {
+				t.Errorf("429 caused a refresh")
+			}
+		})
+	}
+}
+
+func sameType(err error, want any) bool {
+	switch want.(type) {
+	case *UnavailableError:
+		var e *UnavailableError
+		return errors.As(err, &e)
+	case *APIError:
+		var e *APIError
+		return errors.As(err, &e)
+	case *NeedsLinkError:
+		var e *NeedsLinkError
+		return errors.As(err, &e)
+	case *RateLimitedError:
+		var e *RateLimitedError
+		return errors.As(err, &e)
+	}
+	return false
+}
+
+func TestDoStripsCallerCredentials(t *testing.T) {
+	c, _ := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
+		if got := r.Header.Get("Authorization"); got != "Bearer tok-0" {
+			t.Errorf("Authorization = %q", got)
+		}
+		if r.Header.Get("Cookie") != "" || r.Header.Get("X-Evil") != "" {
+			t.Errorf("caller header forwarded: %v", r.Header)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Set-Cookie", "JSESSIONID=abc")
+		_, _ = w.Write([]byte(`{"result":{}}`))
+	})
+	resp, err := c.Do(context.Background(), key, Request{Method: "GET", Path: "/api/now/table/incident",
+		Headers: http.Header{"Authorization": {"Bearer stolen"}, "Cookie": {"a=b"}, "X-Evil": {"1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get("Set-Cookie") != "" {
+		t.Error("Set-Cookie passed back")
+	}
+}
+
+func TestDoCapsBody(t *testing.T) {
+	big := `{"result":[` + strings.Repeat(`{"a":"xxxxxxxxxx"},`, 10000) + `{"a":"end"}]}`
+	c, _ := newTestClient(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(big))
+	})
+	resp, err := c.Do(context.Background(), key, Request{Method: "GET", Path: "/api/now/table/incident", MaxBody: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Truncated || len(resp.Body) != 4096 {
+		t.Fatalf("Truncated=%v len=%d, want cut at 4096", resp.Truncated, len(resp.Body))
+	}
+}
