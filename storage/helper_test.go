@@ -228,7 +228,10 @@ func TestTakePendingOnceAcrossProcesses(t *testing.T) {
 			}
 		}
 	}()
-	theirs := strings.Fields(strings.TrimPrefix(c.do(t, "take "+strings.Join(states, " ")), "took"))
+	// The child goes the other way round: the two meet and contend midway.
+	reversed := slices.Clone(states)
+	slices.Reverse(reversed)
+	theirs := strings.Fields(strings.TrimPrefix(c.do(t, "take "+strings.Join(reversed, " ")), "took"))
 	<-done
 
 	all := append(slices.Clone(mine), theirs...)
