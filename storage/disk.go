@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -153,8 +154,13 @@ func socketPath(dir string) (string, error) {
 		return "", fmt.Errorf("storage: socket directory: %w", err)
 	}
 	info, err := os.Lstat(short)
-	if err != nil || !info.IsDir() || info.Mode().Perm() != 0o700 {
-		return "", fmt.Errorf("storage: socket directory %s must be a directory with mode 0700", short)
+	if err != nil {
+		return "", fmt.Errorf("storage: socket directory: %w", err)
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); !ok || !info.IsDir() ||
+		info.Mode().Perm() != 0o700 || int(st.Uid) != os.Getuid() {
+		return "", fmt.Errorf("storage: socket directory %s must be our own directory "+
+			"with mode 0700", short)
 	}
 	return filepath.Join(short, hex.EncodeToString(sum[:8])+".sock"), nil
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -433,5 +434,23 @@ func TestLockAccountInProcess(t *testing.T) {
 	wg.Wait()
 	if most.Load() != 1 {
 		t.Fatalf("%d holders at once", most.Load())
+	}
+}
+
+func TestLongDirectoryPathUsesShortSocket(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), strings.Repeat("long-directory-name/", 6))
+
+	first := openTest(t, dir, Keyring{Current: testKey(1)})
+	if err := first.PutAccount(ctx, testAccount("dev", "alice", "1")); err != nil {
+		t.Fatal(err)
+	}
+	second := openTest(t, dir, Keyring{Current: testKey(1)})
+	if _, err := second.GetAccount(ctx, AccountKey{"dev", "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(second.socket, dir) || len(second.socket) >= 100 {
+		t.Fatalf("socket %s for a %d-byte directory path", second.socket, len(dir))
 	}
 }
