@@ -68,6 +68,12 @@ type Toolset struct {
 var Toolsets = []Toolset{
 	{Name: "account", Description: "link, inspect and unlink the user's ServiceNow account", Always: true, Default: true},
 	{Name: "request", Description: "raw calls to any ServiceNow REST API as the user", Default: true},
+	{Name: "incidents", Description: "list, read, create, update, comment on and resolve incidents", Default: true},
+	{Name: "changes", Description: "list, read, create and update change requests, and add change tasks"},
+	{Name: "knowledge", Description: "search knowledge articles and read one in full"},
+	{Name: "catalog", Description: "browse and order Service Catalog items, and follow a request"},
+	{Name: "users", Description: "find users and groups, and list a group's members"},
+	{Name: "attachments", Description: "list, download and upload files attached to records"},
 }
 
 var registry []Def
