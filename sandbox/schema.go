@@ -96,7 +96,7 @@ func chf(name, label string, ch ...choice) *field {
 func journal(name, label string, roles ...string) *field {
 	return &field{Name: name, Label: label, Type: tJournal, MaxLen: 4000, Roles: roles}
 }
-func html(name, label string) *field {
+func htmlf(name, label string) *field {
 	return &field{Name: name, Label: label, Type: tHTML, MaxLen: 65000}
 }
 func mand(f *field) *field { f.Mandatory = true; return f }
@@ -163,7 +163,7 @@ func buildSchema() map[string]*tableDef {
 			mand(s("title", "Title", 100)), s("description", "Description", 1000), boolf("active", "Active"), ref("owner", "Owner", "sys_user"),
 		}},
 		{Name: "kb_knowledge", Label: "Knowledge", Display: "number", Prefix: "KB", Create: itil, Write: itil, Delete: admin, Fields: []*field{
-			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), html("text", "Article body"),
+			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), htmlf("text", "Article body"),
 			chf("workflow_state", "Workflow", c("draft", "Draft"), c("review", "Review"), c("published", "Published"), c("pending_retirement", "Pending retirement"), c("retired", "Retired")),
 			mand(ref("kb_knowledge_base", "Knowledge base", "kb_knowledge_base")), &field{Name: "valid_to", Label: "Valid to", Type: tDate},
 			ref("author", "Author", "sys_user"), s("kb_category", "Category", 100), dt("published", "Published"),
@@ -173,7 +173,7 @@ func buildSchema() map[string]*tableDef {
 			mand(s("title", "Title", 100)), s("description", "Description", 1000), boolf("active", "Active"),
 		}},
 		{Name: "sc_cat_item", Label: "Catalog Item", Display: "name", Create: admin, Write: admin, Delete: admin, Fields: []*field{
-			mand(s("name", "Name", 100)), s("short_description", "Short description", 1000), html("description", "Description"),
+			mand(s("name", "Name", 100)), s("short_description", "Short description", 1000), htmlf("description", "Description"),
 			boolf("active", "Active"), &field{Name: "price", Label: "Price", Type: tPrice}, ref("category", "Category", "sc_category"),
 		}},
 		{Name: "item_option_new", Label: "Variable", Display: "question_text", Create: admin, Write: admin, Delete: admin, Fields: []*field{
