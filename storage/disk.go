@@ -91,6 +91,11 @@ func Open(ctx context.Context, opts Options) (Store, error) {
 	if err := prepareDir(dir, opts.Logger); err != nil {
 		return nil, err
 	}
+	// Processes reaching the directory through different symlinks must
+	// still find the same socket.
+	if dir, err = filepath.EvalSymlinks(dir); err != nil {
+		return nil, fmt.Errorf("storage: data directory: %w", err)
+	}
 	socket, err := socketPath(dir)
 	if err != nil {
 		return nil, err
