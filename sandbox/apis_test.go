@@ -1,0 +1,248 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestAggregate(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("alice")["alice"]
+	total := len(e.api("GET", "/api/now/table/incident", tok, nil).list(t))
+	r := e.api("GET", "/api/now/stats/incident?sysparm_count=true", tok, nil)
+	if r.status != 200 || string(r.body) != `{"result":{"stats":{"count":"`+strconv.Itoa(total)+`"}}}` {
+		t.Fatalf("ungrouped: %s", r.body)
+	}
+	active := len(e.api("GET", "/api/now/table/incident?sysparm_query=active=true", tok, nil).list(t))
+	r = e.api("GET", "/api/now/stats/incident?sysparm_count=true&sysparm_query=active=true", tok, nil)
+	if r.one(t)["stats"].(map[string]any)["count"] != strconv.Itoa(active) {
+		t.Fatalf("filtered count %s", r.body)
+	}
+	var grouped struct {
+		Result []struct {
+			Stats         map[string]any      `json:"stats"`
+			GroupbyFields []map[string]string `json:"groupby_fields"`
+		}
+	}
+	r = e.api("GET", "/api/now/stats/incident?sysparm_count=true&sysparm_group_by=state&sysparm_avg_fields=reassignment_count&sysparm_order_by=COUNT^DESC", tok, nil)
+	if err := json.Unmarshal(r.body, &grouped); err != nil || len(grouped.Result) < 2 {
+		t.Fatalf("grouped %s", r.body)
+	}
+	sum, prev := 0, 1<<30
+	for _, g := range grouped.Result {
+		n, _ := strconv.Atoi(g.Stats["count"].(string))
+		if n > prev {
+			t.Fatal("order_by COUNT^DESC not applied")
+		}
+		prev = n
+		sum += n
+		gf := g.GroupbyFields[0]
+		if gf["field"] != "state" || gf["value"] == "" {
+			t.Fatalf("groupby_fields %v", gf)
+		}
+		if lbl, _ := e.sb.schema["incident"].field("state").choiceLabel(gf["value"]); gf["display_value"] != lbl {
+			t.Fatalf("display_value %v", gf)
+		}
+		if _, ok := g.Stats["avg"].(map[string]any)["reassignment_count"]; !ok {
+			t.Fatalf("avg missing: %v", g.Stats)
+		}
+	}
+	if sum != total {
+		t.Fatalf("group counts add to %d, want %d", sum, total)
+	}
+	r = e.api("GET", "/api/now/stats/incident?sysparm_count=true&sysparm_group_by=state&sysparm_having="+url.QueryEscape("count^state^>^100"), tok, nil)
+	if string(r.body) != `{"result":[]}` {
+		t.Fatalf("having: %s", r.body)
+	}
+	r = e.api("GET", "/api/now/stats/incident?sysparm_min_fields=priority&sysparm_max_fields=priority&sysparm_sum_fields=reassignment_count", tok, nil)
+	st := r.one(t)["stats"].(map[string]any)
+	if st["min"].(map[string]any)["priority"] != "1" || st["max"].(map[string]any)["priority"] != "5" || st["sum"].(map[string]any)["reassignment_count"] != "0" || st["count"] != nil {
+		t.Fatalf("min/max/sum: %s", r.body)
+	}
+	assertEnvelope(t, e.api("GET", "/api/now/stats/nope?sysparm_count=true", tok, nil), 400, "Invalid table nope", nil)
+}
+
+func binaryPayload() []byte {
+	b := make([]byte, 0, 1024)
+	for i := 0; i < 1024; i++ {
+		b = append(b, byte(i*7))
+	}
+	return append(b, 0, 0, 0xff, 0xfe, '\r', '\n', 0x80)
+}
+
+func TestAttachments(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("alice", "carol")
+	inc := seedID("incident:inc1")
+	payload := binaryPayload()
+
+	upload := func(tk, q string, ct string, body []byte) resp {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/api/now/attachment/file?"+q, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tk)
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		return e.do(req)
+	}
+	r := upload(tok["alice"], "table_name=incident&table_sys_id="+inc+"&file_name=blob.bin", "application/octet-stream", payload)
+	if r.status != 201 {
+		t.Fatalf("upload %d %s", r.status, r.body)
+	}
+	meta := r.one(t)
+	id := meta["sys_id"].(string)
+	if r.header.Get("Location") != e.srv.URL+"/api/now/attachment/"+id || meta["size_bytes"] != strconv.Itoa(len(payload)) ||
+		meta["file_name"] != "blob.bin" || meta["table_sys_id"] != inc || meta["download_link"] != e.srv.URL+"/api/now/attachment/"+id+"/file" {
+		t.Fatalf("meta %v", meta)
+	}
+	for k, v := range meta {
+		if _, ok := v.(string); !ok {
+			t.Fatalf("%s not a string", k)
+		}
+	}
+	for _, k := range []string{"average_image_color", "compressed", "content_type", "created_by_name", "image_height", "image_width", "size_compressed", "sys_created_by", "sys_created_on", "sys_mod_count", "sys_tags", "sys_updated_by", "sys_updated_on", "table_name", "updated_by_name"} {
+		if _, ok := meta[k]; !ok {
+			t.Fatalf("metadata lacks %s", k)
+		}
+	}
+	dl := e.api("GET", "/api/now/attachment/"+id+"/file", tok["alice"], nil)
+	if !bytes.Equal(dl.body, payload) || dl.header.Get("Content-Type") != "application/octet-stream" || !strings.Contains(dl.header.Get("X-Attachment-Metadata"), id) {
+		t.Fatalf("download mismatch (%d bytes, %q)", len(dl.body), dl.header.Get("Content-Type"))
+	}
+	// multipart upload
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	_ = mw.WriteField("table_name", "incident")
+	_ = mw.WriteField("table_sys_id", inc)
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", `form-data; name="uploadFile"; filename="pic.png"`)
+	h.Set("Content-Type", "image/png")
+	pw, _ := mw.CreatePart(h)
+	_, _ = pw.Write(payload)
+	_ = mw.Close()
+	req, _ := http.NewRequest("POST", e.srv.URL+"/api/now/attachment/upload", &buf)
+	req.Header.Set("Authorization", "Bearer "+tok["alice"])
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	r = e.do(req)
+	if r.status != 201 {
+		t.Fatalf("multipart %d %s", r.status, r.body)
+	}
+	id2 := r.one(t)["sys_id"].(string)
+	dl = e.api("GET", "/api/now/attachment/"+id2+"/file", tok["alice"], nil)
+	if !bytes.Equal(dl.body, payload) || dl.header.Get("Content-Type") != "image/png" {
+		t.Fatal("multipart round trip differs")
+	}
+	list := e.api("GET", "/api/now/attachment?sysparm_query="+url.QueryEscape("table_name=incident^table_sys_id="+inc), tok["alice"], nil).list(t)
+	if len(list) != 2 {
+		t.Fatalf("list %d", len(list))
+	}
+	if got := e.api("GET", "/api/now/attachment/"+id, tok["alice"], nil).one(t); got["sys_id"] != id {
+		t.Fatal("metadata by id")
+	}
+	// errors
+	assertEnvelope(t, upload(tok["alice"], "table_name=incident&file_name=x", "text/plain", []byte("x")), 400, "Failed to create the attachment. File part might be missing in the request.", "*")
+	if r := upload(tok["alice"], "table_name=incident&table_sys_id="+inc+"&file_name=x", "", []byte("x")); r.status != 400 {
+		t.Fatalf("missing content type: %d", r.status)
+	}
+	if r := upload(tok["alice"], "table_name=incident&table_sys_id="+strings.Repeat("1", 32)+"&file_name=x", "text/plain", []byte("x")); r.status != 404 {
+		t.Fatalf("missing target: %d", r.status)
+	}
+	if r := upload(tok["carol"], "table_name=incident&table_sys_id="+inc+"&file_name=x", "text/plain", []byte("x")); r.status != 403 {
+		t.Fatalf("carol may not attach to incidents: %d", r.status)
+	}
+	if r := e.api("DELETE", "/api/now/attachment/"+id, tok["alice"], nil); r.status != 204 {
+		t.Fatalf("delete %d", r.status)
+	}
+	if r := e.api("GET", "/api/now/attachment/"+id+"/file", tok["alice"], nil); r.status != 404 {
+		t.Fatalf("deleted file %d", r.status)
+	}
+}
+
+func TestKnowledgeAPI(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("carol")["carol"]
+	r := e.api("GET", "/api/sn_km_api/knowledge/articles?limit=2&fields=number,workflow_state", tok, nil)
+	var kr struct {
+		Result struct {
+			Meta     map[string]any   `json:"meta"`
+			Articles []map[string]any `json:"articles"`
+		}
+	}
+	if err := json.Unmarshal(r.body, &kr); err != nil || r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if kr.Result.Meta["count"] != float64(6) || len(kr.Result.Articles) != 2 || kr.Result.Meta["end"] != float64(2) {
+		t.Fatalf("meta %v, %d articles", kr.Result.Meta, len(kr.Result.Articles))
+	}
+	a := kr.Result.Articles[0]
+	if !strings.HasPrefix(a["id"].(string), "kb_knowledge:") || a["number"] == "" || a["fields"].(map[string]any)["workflow_state"].(map[string]any)["value"] != "published" {
+		t.Fatalf("article %v", a)
+	}
+	r = e.api("GET", "/api/sn_km_api/knowledge/articles?query=vpn", tok, nil)
+	_ = json.Unmarshal(r.body, &kr)
+	if kr.Result.Meta["count"] != float64(1) || kr.Result.Articles[0]["title"] != "How to connect to the VPN" {
+		t.Fatalf("search: %s", r.body)
+	}
+	num := kr.Result.Articles[0]["number"].(string)
+	one := e.api("GET", "/api/sn_km_api/knowledge/articles/"+num, tok, nil).one(t)
+	if !strings.Contains(one["content"].(string), "VPN client") {
+		t.Fatalf("article by number %v", one)
+	}
+	// drafts are not served to carol
+	draft := seedID("kb_knowledge:kb6")
+	if r := e.api("GET", "/api/sn_km_api/knowledge/articles/"+draft, tok, nil); r.status != 404 {
+		t.Fatalf("draft %d", r.status)
+	}
+	off := newEnv(t, Options{NoKnowledgeAPI: true})
+	tk := off.userTokens("carol")["carol"]
+	assertEnvelope(t, off.api("GET", "/api/sn_km_api/knowledge/articles", tk, nil), 400, "Requested URI does not represent any resource", nil)
+	if r := off.api("GET", "/api/now/table/kb_knowledge?sysparm_query=workflow_state=published", tk, nil); len(r.list(t)) != 6 {
+		t.Fatal("fallback table must still work")
+	}
+}
+
+func TestCatalog(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("carol", "alice")
+	items := e.api("GET", "/api/sn_sc/servicecatalog/items", tok["carol"], nil).list(t)
+	if len(items) != 4 {
+		t.Fatalf("items %d", len(items))
+	}
+	if n := len(e.api("GET", "/api/sn_sc/servicecatalog/items?sysparm_text=laptop", tok["carol"], nil).list(t)); n != 1 {
+		t.Fatalf("text search %d", n)
+	}
+	if n := len(e.api("GET", "/api/sn_sc/servicecatalog/items?sysparm_category="+seedID("sc_category:hardware"), tok["carol"], nil).list(t)); n != 2 {
+		t.Fatalf("category %d", n)
+	}
+	item := seedID("sc_cat_item:item2") // New Mobile Phone
+	got := e.api("GET", "/api/sn_sc/servicecatalog/items/"+item, tok["carol"], nil).one(t)
+	vars := got["variables"].([]any)
+	if len(vars) != 2 || vars[0].(map[string]any)["name"] != "model" || vars[0].(map[string]any)["mandatory"] != true || len(vars[0].(map[string]any)["choices"].([]any)) != 2 {
+		t.Fatalf("variables %v", vars)
+	}
+	order := "/api/sn_sc/servicecatalog/items/" + item + "/order_now"
+	assertEnvelope(t, e.api("POST", order, tok["carol"], map[string]any{"sysparm_quantity": "0", "variables": map[string]any{"model": "iphone"}}), 400, "Invalid quantity", "*")
+	assertEnvelope(t, e.api("POST", order, tok["carol"], map[string]any{"sysparm_quantity": "1", "variables": map[string]any{}}), 400, "Mandatory Variables are required", "*")
+	r := e.api("POST", order, tok["carol"], map[string]any{"sysparm_quantity": 2, "variables": map[string]any{"model": "android"}})
+	if r.status != 200 {
+		t.Fatalf("order %d %s", r.status, r.body)
+	}
+	res := r.one(t)
+	if res["table"] != "sc_request" || !strings.HasPrefix(res["number"].(string), "REQ") || res["request_id"] != res["sys_id"] || res["request_number"] != res["number"] {
+		t.Fatalf("order answer %v", res)
+	}
+	reqRec := e.api("GET", "/api/now/table/sc_request/"+res["sys_id"].(string), tok["carol"], nil).one(t)
+	if reqRec["sys_created_by"] != "carol" {
+		t.Fatalf("request %v", reqRec)
+	}
+	ritms := e.api("GET", "/api/now/table/sc_req_item?sysparm_query=request="+res["sys_id"].(string), tok["alice"], nil).list(t)
+	if len(ritms) != 1 || ritms[0]["quantity"] != "2" || !strings.Contains(ritms[0]["variables"].(string), `"model":"android"`) || !strings.Contains(ritms[0]["variables"].(string), `"color":"black"`) {
+		t.Fatalf("ritms %v", ritms)
+	}
+}
