@@ -155,6 +155,10 @@ type decoder struct {
 	env   Env
 	nodes int
 	errs  []error
+
+	// merging holds the mappings whose merge keys are being applied, to
+	// refuse a mapping that merges itself.
+	merging map[*yaml.Node]bool
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
@@ -203,11 +207,16 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 			explicit[k.Value]++
 		}
 	}
+	if d.merging == nil {
+		d.merging = map[*yaml.Node]bool{}
+	}
+	d.merging[n] = true
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].ShortTag() == "!!merge" {
 			d.merge(n.Content[i+1], v, key, explicit)
 		}
 	}
+	delete(d.merging, n)
 
 	fields := yamlFields(v.Type())
 	seen := map[string]int{}
@@ -252,6 +261,13 @@ func (d *decoder) merge(n *yaml.Node, v reflect.Value, key string, skip map[stri
 			d.merge(item, v, key, skip)
 		}
 	case yaml.MappingNode:
+		if d.merging[n] {
+			d.fail(n, keyOrRoot(key), "a merge key (<<) refers to a mapping that contains it")
+			return
+		}
+		d.merging[n] = true
+		defer delete(d.merging, n)
+
 		kept := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if skip[n.Content[i].Value] == 0 || n.Content[i].ShortTag() == "!!merge" {
