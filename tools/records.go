@@ -66,7 +66,7 @@ func listRecords(ctx context.Context, d *Deps, c *Call, spec ListSpec) *mcp.Call
 	if err != nil {
 		return recordFailure(ctx, d, c, spec.Table, "read", err)
 	}
-	query, err := buildQuery(ctx, d, c, meta, spec)
+	query, err := buildQuery(ctx, d, c, meta, spec, true)
 	if err != nil {
 		return recordFailure(ctx, d, c, spec.Table, "read", err)
 	}
@@ -456,8 +456,8 @@ func pickMatch(table, key, tried string, fields []string, rows []map[string]any)
 
 // buildQuery turns a list spec into one encoded query, checking every
 // field against the dictionary and resolving choice labels and reference
-// keys.
-func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec ListSpec) (string, error) {
+// keys. With sorted, the order (and its sys_id tie-break) is added.
+func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec ListSpec, sorted bool) (string, error) {
 	conds := append([]servicenow.Condition(nil), spec.Conditions...)
 	names := make([]string, 0, len(spec.Filters))
 	for k := range spec.Filters {
@@ -479,7 +479,7 @@ func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec Lis
 		conds[i] = resolved
 	}
 
-	sorted := false
+	callerSorted := false
 	if spec.Encoded != "" {
 		parts, err := servicenow.ParseEncoded(spec.Encoded)
 		if err != nil {
@@ -492,12 +492,15 @@ func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec Lis
 			if _, err := resolveField(ctx, d, c, meta, p.Field); err != nil {
 				return "", err
 			}
-			sorted = sorted || p.Kind == "order"
+			callerSorted = callerSorted || p.Kind == "order"
 		}
+	}
+	if !sorted {
+		return servicenow.Query{All: conds, Raw: spec.Encoded}.Encode()
 	}
 
 	order := spec.Order
-	if len(order) == 0 && !sorted {
+	if len(order) == 0 && !callerSorted {
 		order = spec.DefaultOrder
 		if len(order) == 0 {
 			order = []servicenow.Order{{Field: "sys_created_on", Desc: true}}

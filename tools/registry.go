@@ -68,6 +68,7 @@ type Toolset struct {
 var Toolsets = []Toolset{
 	{Name: "account", Description: "link, inspect and unlink the user's ServiceNow account", Always: true, Default: true},
 	{Name: "request", Description: "raw calls to any ServiceNow REST API as the user", Default: true},
+	{Name: "tables", Description: "query, read, create, update, delete, aggregate and describe records of any table", Default: true},
 	{Name: "incidents", Description: "list, read, create, update, comment on and resolve incidents", Default: true},
 	{Name: "changes", Description: "list, read, create and update change requests, and add change tasks"},
 	{Name: "knowledge", Description: "search knowledge articles and read one in full"},
