@@ -238,6 +238,9 @@ func (s *Server) truncateFault(scope, user string) bool {
 }
 
 func (s *Server) hang(r *http.Request) {
+	if s.onHang != nil {
+		s.onHang()
+	}
 	select {
 	case <-r.Context().Done():
 	case <-s.done:

@@ -94,6 +94,8 @@ type Server struct {
 	saveErr   error
 
 	users []SeedUser
+
+	onHang func() // test hook: called when a request starts hanging
 }
 
 // New builds a sandbox with seeded data (or the state file's data).
