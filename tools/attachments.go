@@ -215,8 +215,8 @@ func downloadAttachment(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResu
 	if isTextual(ct, meta.FileName) && utf8.Valid(data) {
 		text := string(data)
 		info := map[string]any{"attachment": meta, "encoding": "text"}
-		if d.Budget > 0 && len(text) > d.Budget {
-			text = cutUTF8(text, d.Budget)
+		if len(text) > d.budget() {
+			text = cutUTF8(text, d.budget())
 			info["truncated"] = true
 			info["note"] = fmt.Sprintf("the text is cut at %d of %d bytes to fit the answer budget", len(text), len(data))
 		}

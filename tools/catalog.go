@@ -177,7 +177,7 @@ func searchCatalogItems(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResu
 		q.Set("sysparm_category", id)
 	}
 
-	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{Method: http.MethodGet, Path: catalogAPI, Query: q, MaxBody: readCap(d.Budget)})
+	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{Method: http.MethodGet, Path: catalogAPI, Query: q, MaxBody: readCap(d.budget())})
 	if err != nil {
 		return failure(ctx, d, c, err)
 	}
@@ -483,7 +483,7 @@ func tableRows(ctx context.Context, d *Deps, c *Call, table string, q servicenow
 			"sysparm_exclude_reference_link": {"true"},
 			"sysparm_limit":                  {strconv.Itoa(limit)},
 		},
-		MaxBody: readCap(d.Budget),
+		MaxBody: readCap(d.budget()),
 	})
 	if err != nil {
 		return nil, 0, err

@@ -187,7 +187,7 @@ func searchKnowledgeTable(ctx context.Context, d *Deps, c *Call, text, kb string
 			"sysparm_limit":                  {strconv.FormatInt(limit, 10)},
 			"sysparm_offset":                 {strconv.FormatInt(offset, 10)},
 		},
-		MaxBody: readCap(d.Budget),
+		MaxBody: readCap(d.budget()),
 	})
 	if err != nil {
 		return nil, 0, err
@@ -248,8 +248,8 @@ func getKnowledgeArticle(ctx context.Context, d *Deps, c *Call) *mcp.CallToolRes
 		"number": art.Number, "sys_id": art.SysID, "title": art.Title,
 		"knowledge_base": art.KnowledgeBase, "updated_on": art.UpdatedOn, "source": source,
 	}
-	textBudget := d.Budget - 1024
-	if d.Budget > 0 && len(art.Text) > textBudget {
+	textBudget := d.budget() - 1024
+	if len(art.Text) > textBudget {
 		out["text"] = cutUTF8(art.Text, max(textBudget, 0))
 		out["truncated"] = true
 		out["note"] = fmt.Sprintf("the body is cut at %d of %d bytes to fit the answer budget", max(textBudget, 0), len(art.Text))
@@ -404,14 +404,14 @@ func snippet(s string) string {
 func fitList[T any](d *Deps, out map[string]any, key string, list []T, offset int64) *mcp.CallToolResult {
 	out[key] = list
 	b, err := marshal(out)
-	if err != nil || d.Budget <= 0 || len(b) <= d.Budget {
+	if err != nil || len(b) <= d.budget() {
 		return jsonResult(out)
 	}
 	kept := len(list)
 	for kept > 0 {
 		kept--
 		out[key] = list[:kept]
-		if b, _ := marshal(out); len(b) <= d.Budget {
+		if b, _ := marshal(out); len(b) <= d.budget() {
 			break
 		}
 	}
