@@ -138,9 +138,13 @@ func getRecord(ctx context.Context, d *Deps, c *Call, table, idOrNumber string, 
 	if err != nil {
 		return nil, recordFailure(ctx, d, c, table, "read", err)
 	}
-	chosen, err := chooseFields(ctx, d, c, meta, fields, nil)
-	if err != nil {
-		return nil, recordFailure(ctx, d, c, table, "read", err)
+	// One record is read in full unless fields are named; fitRecord keeps
+	// it within the budget.
+	var chosen []string
+	if len(fields) > 0 {
+		if chosen, err = chooseFields(ctx, d, c, meta, fields, nil); err != nil {
+			return nil, recordFailure(ctx, d, c, table, "read", err)
+		}
 	}
 	key := strings.TrimSpace(idOrNumber)
 	if key == "" {
