@@ -362,7 +362,10 @@ func (s *Server) exchangeCode(form url.Values) map[string]any {
 	if !s.now().Before(c.Expires) {
 		return nil
 	}
-	if form.Get("redirect_uri") != c.RedirectURI {
+	// redirect_uri must repeat the authorization request's; when that one
+	// was omitted, either nothing or the registered default may be sent.
+	if got := form.Get("redirect_uri"); got != c.RedirectURI &&
+		!(c.RedirectURI == "" && len(s.opts.RedirectURIs) > 0 && got == s.opts.RedirectURIs[0]) {
 		return nil
 	}
 	if c.Challenge != "" {
