@@ -151,15 +151,24 @@ func (c Condition) encode() (string, error) {
 	for i, v := range c.Values {
 		escaped[i] = strings.ReplaceAll(v, "^", "^^")
 	}
+	var out string
 	switch c.Op {
 	case "ISEMPTY", "ISNOTEMPTY":
-		return c.Field + c.Op, nil
+		out = c.Field + c.Op
 	case "IN", "NOT IN":
-		return c.Field + c.Op + strings.Join(escaped, ","), nil
+		out = c.Field + c.Op + strings.Join(escaped, ",")
 	case "BETWEEN":
-		return c.Field + c.Op + escaped[0] + "@" + escaped[1], nil
+		out = c.Field + c.Op + escaped[0] + "@" + escaped[1]
+	default:
+		out = c.Field + c.Op + escaped[0]
 	}
-	return c.Field + c.Op + escaped[0], nil
+
+	// A value can also change the operator it follows: "<" then "=5"
+	// reads as "<=" then "5". Read the condition back to be sure.
+	if p, err := parseCondition(out); err != nil || p.Op != c.Op {
+		return "", &InputError{Msg: fmt.Sprintf("value %q for field %s cannot follow operator %s: ServiceNow would read a different operator; rephrase the condition", c.Values[0], c.Field, c.Op)}
+	}
+	return out, nil
 }
 
 func checkValue(c Condition, v string) error {
