@@ -182,9 +182,9 @@ func downloadAttachment(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResu
 	}
 	if meta.SizeBytes > attachmentCap {
 		return jsonError(map[string]any{
-			"error":      fmt.Sprintf("%s is %d bytes, more than the %d bytes this tool downloads", meta.FileName, meta.SizeBytes, attachmentCap),
-			"attachment": meta,
-			"hint":       "Ask the user to open download_link in a browser signed in to ServiceNow.",
+			"error":         fmt.Sprintf("%s is %d bytes, more than the %d bytes this tool downloads", meta.FileName, meta.SizeBytes, attachmentCap),
+			"attachment":    meta,
+			"hint":          "Ask the user to open download_link in a browser signed in to ServiceNow.",
 			"download_link": meta.download,
 		})
 	}
@@ -287,8 +287,8 @@ func uploadAttachment(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult
 
 	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{
 		Method: http.MethodPost, Path: "/api/now/attachment/file",
-		Query:  url.Values{"table_name": {table}, "table_sys_id": {id}, "file_name": {name}},
-		Body:   data, ContentType: ct,
+		Query: url.Values{"table_name": {table}, "table_sys_id": {id}, "file_name": {name}},
+		Body:  data, ContentType: ct,
 	})
 	if err != nil {
 		var api *servicenow.APIError

@@ -546,4 +546,3 @@ func first(ss []string, n int) []string {
 	}
 	return ss
 }
-

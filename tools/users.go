@@ -136,4 +136,3 @@ func resultText(r *mcp.CallToolResult) string {
 	}
 	return b.String()
 }
-
