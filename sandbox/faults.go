@@ -232,8 +232,8 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, scope, user
 }
 
 // truncateFault reports (and consumes) a truncation fault for this request.
-func (s *Server) truncateFault(scope, user string) bool {
-	_, hit := s.takeFault(scope, "/api/", user, func(f Faults) bool { return f.Truncate })
+func (s *Server) truncateFault(scope, path, user string) bool {
+	_, hit := s.takeFault(scope, path, user, func(f Faults) bool { return f.Truncate })
 	return hit
 }
 

@@ -92,7 +92,9 @@ func TestFaultTargeting(t *testing.T) {
 		a, r := e.tokens(u)
 		tok[u] = [2]string{a, r}
 	}
-	apiStatus := func(u string) int { return e.api("GET", "/api/now/table/sys_user?sysparm_limit=1", tok[u][0], nil).status }
+	apiStatus := func(u string) int {
+		return e.api("GET", "/api/now/table/sys_user?sysparm_limit=1", tok[u][0], nil).status
+	}
 
 	e.sb.SetFaults(Faults{Status: 503, Count: 1})
 	if apiStatus("alice") != 503 || apiStatus("alice") != 200 || e.sb.Faults().Status != 0 {
@@ -180,6 +182,13 @@ func TestTokenEndpointFaults(t *testing.T) {
 	}
 	if res, _, err := e.tokenReq(rt); err != nil || res.StatusCode != 200 {
 		t.Fatal("token endpoint must recover after count")
+	}
+	e.sb.SetFaults(Faults{Truncate: true, Scope: "token", Count: 1})
+	if _, b, err := e.tokenReq(rt); err == nil || json.Valid(b) {
+		t.Fatalf("truncated token answer: err=%v body=%q", err, b)
+	}
+	if res, _, err := e.tokenReq(rt); err != nil || res.StatusCode != 200 {
+		t.Fatal("token endpoint must recover after a truncated answer")
 	}
 	// the API is untouched by token endpoint faults
 	e.sb.SetFaults(Faults{TokenEndpoint: "close"})

@@ -317,6 +317,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.countToken(grant, "ok", refreshUser)
 	s.markDirty()
+	if s.truncateFault(scopeToken, r.URL.Path, user) {
+		buf := &bufferWriter{header: http.Header{}}
+		buf.header.Set("Cache-Control", "no-store")
+		writeJSON(buf, http.StatusOK, resp)
+		writeTruncated(w, buf)
+		return
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, resp)
 }

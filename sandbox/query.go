@@ -469,27 +469,64 @@ func (e *evalEnv) matchCond(rec record, c *cond) bool {
 
 // sortRows orders ids by the query's ORDERBY terms (stable on insertion order).
 func (e *evalEnv) sortRows(td *tableData, ids []string, order []compiledOrder) {
-	if len(order) == 0 {
+	if len(order) == 0 || len(ids) < 2 {
 		return
 	}
-	sort.SliceStable(ids, func(i, j int) bool {
-		a, b := td.rows[ids[i]], td.rows[ids[j]]
-		for _, o := range order {
+	// precompute sort keys: numbers and times as float64, text lowercased
+	type key struct {
+		num   float64
+		text  string
+		empty bool
+		typed bool
+	}
+	keys := make(map[string][]key, len(ids))
+	for _, id := range ids {
+		ks := make([]key, len(order))
+		for i, o := range order {
 			f := o.path[len(o.path)-1]
-			x, y := e.s.pathValue(a, o.path), e.s.pathValue(b, o.path)
+			v := e.s.pathValue(td.rows[id], o.path)
 			if f.Type == tReference {
-				x, y = e.s.refDisplay(f.Ref, x), e.s.refDisplay(f.Ref, y)
+				v = e.s.refDisplay(f.Ref, v)
 			}
-			if f.Type == tInteger && len(f.Choices) == 0 || f.numeric() || f.Type == tDateTime || f.Type == tDate {
-				// typed order; empty first
-				if x == "" || y == "" {
-					if x == y {
-						continue
-					}
-					return (x == "") != o.desc
+			k := key{text: strings.ToLower(v), empty: v == ""}
+			switch {
+			case f.numeric():
+				if x, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					k.num, k.typed = x, true
+				}
+			case f.Type == tDateTime || f.Type == tDate:
+				if x, ok := parseTime(v); ok {
+					k.num, k.typed = float64(x.Unix()), true
 				}
 			}
-			c := compareValues(f, x, y)
+			ks[i] = k
+		}
+		keys[id] = ks
+	}
+	sort.SliceStable(ids, func(i, j int) bool {
+		a, b := keys[ids[i]], keys[ids[j]]
+		for n, o := range order {
+			x, y := a[n], b[n]
+			c := 0
+			switch {
+			case x.empty || y.empty:
+				if x.empty == y.empty {
+					continue
+				}
+				if x.empty {
+					c = -1
+				} else {
+					c = 1
+				}
+			case x.typed && y.typed:
+				if x.num < y.num {
+					c = -1
+				} else if x.num > y.num {
+					c = 1
+				}
+			default:
+				c = strings.Compare(x.text, y.text)
+			}
 			if c == 0 {
 				continue
 			}

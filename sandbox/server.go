@@ -242,7 +242,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		writeErr(rec, http.StatusUnauthorized, "User Not Authenticated", "Required to provide Auth information")
 		return
 	}
-	if f := s.truncateFault(scopeAPI, userName); f {
+	if s.truncateFault(scopeAPI, r.URL.Path, userName) {
 		buf := &bufferWriter{header: http.Header{}}
 		s.routeAPI(buf, r, u)
 		writeTruncated(rec, buf)

@@ -726,7 +726,9 @@ func (s *Server) tableUpdate(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	js := s.applyFields(td, rec, body, p, inputDV, false)
 	s.businessRules(td, rec, before, p)
-	s.stamp(rec, p, false)
+	if !strings.EqualFold(r.URL.Query().Get("sysparm_suppress_auto_sys_field"), "true") {
+		s.stamp(rec, p, false)
+	}
 	s.addJournals(td.Name, id, js, p)
 	out := s.render(td, rec, o, p)
 	s.mu.Unlock()

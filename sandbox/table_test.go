@@ -258,6 +258,10 @@ func TestTableCRUDAndACL(t *testing.T) {
 	if rec := e.api("GET", "/api/now/table/incident/"+id, tok["carol"], nil).one(t); rec["sys_updated_by"] != "admin" || rec["sys_mod_count"] != "2" {
 		t.Fatalf("after put %v", rec)
 	}
+	r = e.api("PATCH", "/api/now/table/incident/"+id+"?sysparm_suppress_auto_sys_field=true", tok["alice"], map[string]any{"close_notes": "quiet"})
+	if rec = r.one(t); rec["close_notes"] != "quiet" || rec["sys_mod_count"] != "2" || rec["sys_updated_by"] != "admin" {
+		t.Fatalf("suppress_auto_sys_field: %v", rec)
+	}
 	// ACLs
 	assertEnvelope(t, e.api("POST", "/api/now/table/incident", tok["carol"], map[string]any{"short_description": "x"}), 403, "Operation Failed", "ACL Exception Insert Failed due to security constraints")
 	assertEnvelope(t, e.api("PATCH", "/api/now/table/incident/"+id, tok["carol"], map[string]any{"short_description": "x"}), 403, "Operation Failed", "ACL Exception Update Failed due to security constraints")
