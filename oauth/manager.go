@@ -260,10 +260,22 @@ func (m *Manager) refreshLocked(ctx context.Context, key storage.AccountKey, sta
 		return "", m.expire(ctx, acct, "no refresh token was issued")
 	}
 
-	tok, err := conn.oauth.TokenSource(
-		context.WithValue(ctx, oauth2.HTTPClient, m.httpClient),
-		&oauth2.Token{RefreshToken: acct.RefreshToken, Expiry: now.Add(-time.Hour)},
-	).Token()
+	tok, err := m.exchangeRefresh(ctx, conn, acct.RefreshToken)
+	if isRefusal(err) {
+		// Lost a race? Whoever holds newer tokens (another worker whose
+		// lock did not reach us, or a new link) wrote them to the store:
+		// re-read before giving up, and never overwrite them with ours.
+		newer, changed := m.newerAccount(ctx, acct)
+		if changed && m.now().Add(m.margin).Before(newer.Expiry) {
+			m.remember(key, newer)
+			return newer.AccessToken, nil
+		}
+		if changed {
+			acct = newer
+			stillValid = m.now().Before(acct.Expiry)
+			tok, err = m.exchangeRefresh(ctx, conn, acct.RefreshToken)
+		}
+	}
 	if err != nil {
 		return m.refreshFailed(ctx, conn, acct, err, stillValid)
 	}
@@ -294,10 +306,37 @@ func (m *Manager) refreshLocked(ctx context.Context, key storage.AccountKey, sta
 	return acct.AccessToken, nil
 }
 
+func (m *Manager) exchangeRefresh(ctx context.Context, conn *connection, refreshToken string) (*oauth2.Token, error) {
+	return conn.oauth.TokenSource(
+		context.WithValue(ctx, oauth2.HTTPClient, m.httpClient),
+		&oauth2.Token{RefreshToken: refreshToken, Expiry: m.now().Add(-time.Hour)},
+	).Token()
+}
+
+// newerAccount re-reads the account and reports whether it now holds
+// other, still active tokens than used.
+func (m *Manager) newerAccount(ctx context.Context, used *storage.Account) (*storage.Account, bool) {
+	acct, err := m.store.GetAccount(ctx, used.Key())
+	if err != nil || acct.Status != storage.StatusActive || acct.RefreshToken == "" {
+		return nil, false
+	}
+	if acct.RefreshToken == used.RefreshToken && acct.AccessToken == used.AccessToken {
+		return nil, false
+	}
+	return acct, true
+}
+
+// isRefusal reports a token endpoint that answered with an OAuth error:
+// ServiceNow refused the grant (or the client), as opposed to failing.
+func isRefusal(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil &&
+		(re.Response.StatusCode == 401 || re.Response.StatusCode == 400) && re.ErrorCode != ""
+}
+
 func (m *Manager) refreshFailed(ctx context.Context, conn *connection, acct *storage.Account, err error, stillValid bool) (string, error) {
 	key := acct.Key()
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) && re.Response != nil && (re.Response.StatusCode == 401 || re.Response.StatusCode == 400) && re.ErrorCode != "" {
+	if isRefusal(err) {
 		if conn.refused(key.User) {
 			m.log.Error().Str("connection", key.Connection).
 				Msg("refresh refused for several users in a row: the connection's client_id or client_secret is probably wrong")

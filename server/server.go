@@ -116,13 +116,36 @@ func (a *App) ServeStdio(ctx context.Context, in io.Reader, out io.Writer, user 
 		return tools.WithCaller(ctx, tools.Caller{User: user})
 	})
 	a.log.Info().Str("transport", "stdio").Str("user", user).Int("tools", len(a.Tools)).Msg("serving MCP")
-	err := stdio.Listen(ctx, in, out)
+	listenDone := make(chan error, 1)
+	go func() { listenDone <- stdio.Listen(ctx, in, out) }()
+
+	var err error
+	select {
+	case err = <-listenDone:
+	case <-ctx.Done():
+		// Calls in flight see their context end and stop; one that does
+		// not may not hold the process past the shutdown bound.
+		bound := time.NewTimer(a.shutdownBound())
+		defer bound.Stop()
+		select {
+		case err = <-listenDone:
+		case <-bound.C:
+			a.log.Warn().Dur("bound", a.shutdownBound()).Msg("shutdown bound reached with calls still in flight; exiting anyway")
+		}
+	}
 	cancel()
 	<-callbackDone
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil
 	}
 	return err
+}
+
+func (a *App) shutdownBound() time.Duration {
+	if a.cfg.Timeouts.Shutdown > 0 {
+		return a.cfg.Timeouts.Shutdown
+	}
+	return config.DefaultShutdown
 }
 
 // serveCallback keeps the callback listener up. When another process on

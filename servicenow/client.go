@@ -65,8 +65,9 @@ type Client struct {
 	http   *http.Client
 	conns  map[string]*config.Connection
 	bases  map[string]*url.URL
-	// Budget bounds each call, including retries, when the caller's
-	// context carries no earlier deadline.
+	// budget bounds every outbound attempt on its own, and a whole call,
+	// retries included, when the caller's context carries no deadline: a
+	// hung answer then costs one attempt, not the caller's whole time.
 	budget time.Duration
 	sleep  func(ctx context.Context, d time.Duration) error
 }
@@ -139,7 +140,7 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 	idempotent := method != http.MethodPost && method != http.MethodPatch
 	refreshed := false
 	for attempt := 0; ; attempt++ {
-		resp, err := c.send(ctx, base, method, token, req)
+		resp, err := c.attempt(ctx, base, method, token, req)
 		if err != nil {
 			if ctx.Err() == nil && idempotent && attempt < 2 && isTransient(err) {
 				if c.backoff(ctx, attempt) == nil {
@@ -209,6 +210,29 @@ var errNeedsLinkAfter401 = &NeedsLinkError{Reason: "ServiceNow refused the accou
 type NeedsLinkError struct{ Reason string }
 
 func (e *NeedsLinkError) Error() string { return e.Reason }
+
+// attempt sends once, bounded by the per-request budget as well as by
+// the call's own deadline.
+func (c *Client) attempt(ctx context.Context, base *url.URL, method, token string, req Request) (*Response, error) {
+	if c.budget <= 0 {
+		return c.send(ctx, base, method, token, req)
+	}
+	actx, cancel := context.WithTimeout(ctx, c.budget)
+	defer cancel()
+	resp, err := c.send(actx, base, method, token, req)
+	if err != nil && ctx.Err() == nil && actx.Err() != nil {
+		return nil, &attemptTimeout{}
+	}
+	return resp, err
+}
+
+// attemptTimeout is one attempt cut off by the per-request budget while
+// the call itself still had time: transient, so worth another try.
+type attemptTimeout struct{}
+
+func (e *attemptTimeout) Error() string {
+	return "it did not answer within the per-request time limit (timeouts.request)"
+}
 
 func (c *Client) send(ctx context.Context, base *url.URL, method, token string, req Request) (*Response, error) {
 	u := *base
@@ -373,6 +397,10 @@ func retryAfter(r *Response) (time.Duration, *RateLimitedError) {
 }
 
 func isTransient(err error) bool {
+	var late *attemptTimeout
+	if errors.As(err, &late) {
+		return true
+	}
 	var ue *UnavailableError
 	if errors.As(err, &ue) {
 		return false

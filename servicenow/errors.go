@@ -155,6 +155,10 @@ func classifyTransportError(ctx context.Context, err error) error {
 		}
 		return &UnavailableError{Reason: "it did not answer within the call's time limit"}
 	}
+	var late *attemptTimeout
+	if errors.As(err, &late) {
+		return &UnavailableError{Reason: late.Error()}
+	}
 	return &UnavailableError{Reason: plainNetError(err)}
 }
 
