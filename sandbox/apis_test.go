@@ -153,7 +153,10 @@ func TestAttachments(t *testing.T) {
 	if r := upload(tok["alice"], "table_name=incident&table_sys_id="+strings.Repeat("1", 32)+"&file_name=x", "text/plain", []byte("x")); r.status != 404 {
 		t.Fatalf("missing target: %d", r.status)
 	}
-	if r := upload(tok["carol"], "table_name=incident&table_sys_id="+inc+"&file_name=x", "text/plain", []byte("x")); r.status != 403 {
+	if r := upload(tok["carol"], "table_name=incident&table_sys_id="+inc+"&file_name=x", "text/plain", []byte("x")); r.status != 404 {
+		t.Fatalf("carol cannot see erin's incident: %d", r.status)
+	}
+	if r := upload(tok["carol"], "table_name=incident&table_sys_id="+seedID("incident:inc0")+"&file_name=x", "text/plain", []byte("x")); r.status != 403 {
 		t.Fatalf("carol may not attach to incidents: %d", r.status)
 	}
 	if r := e.api("DELETE", "/api/now/attachment/"+id, tok["alice"], nil); r.status != 204 {

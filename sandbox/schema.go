@@ -140,7 +140,7 @@ func buildSchema() map[string]*tableDef {
 			dt("closed_at", "Closed"), intf("reassignment_count", "Reassignment count"),
 			journal("comments", "Additional comments"), journal("work_notes", "Work notes", "itil"),
 		}},
-		{Name: "change_request", Label: "Change Request", Display: "number", Prefix: "CHG", Create: itil, Write: itil, Delete: admin, Fields: []*field{
+		{Name: "change_request", Label: "Change Request", Display: "number", Prefix: "CHG", Read: itil, Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), s("description", "Description", 4000),
 			chf("type", "Type", c("normal", "Normal"), c("standard", "Standard"), c("emergency", "Emergency")),
 			intf("state", "State", changeStates...), intf("risk", "Risk", c("2", "High"), c("3", "Moderate"), c("4", "Low")),
@@ -151,7 +151,7 @@ func buildSchema() map[string]*tableDef {
 			s("implementation_plan", "Implementation plan", 4000), s("backout_plan", "Backout plan", 4000),
 			journal("comments", "Additional comments"), journal("work_notes", "Work notes", "itil"),
 		}},
-		{Name: "change_task", Label: "Change Task", Display: "number", Prefix: "CTASK", Create: itil, Write: itil, Delete: admin, Fields: []*field{
+		{Name: "change_task", Label: "Change Task", Display: "number", Prefix: "CTASK", Read: itil, Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), s("description", "Description", 4000),
 			mand(ref("change_request", "Change request", "change_request")),
 			intf("state", "State", c("-5", "Pending"), c("1", "Open"), c("2", "In Progress"), c("3", "Closed"), c("4", "Canceled")),

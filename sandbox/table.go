@@ -187,6 +187,12 @@ func (s *Server) canReadRow(td *tableDef, rec record, p *principal) bool {
 				return s.canReadRow(def, target, p)
 			}
 		}
+	case "incident":
+		// like ServiceNow's default ACLs: users without itil read only
+		// the incidents they called in or opened
+		if !p.has(itil) {
+			return rec["caller_id"] == p.SysID || rec["opened_by"] == p.SysID
+		}
 	case "kb_knowledge":
 		if rec["workflow_state"] != "published" {
 			return p.has(itil) || rec["author"] == p.SysID

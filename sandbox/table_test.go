@@ -227,7 +227,7 @@ func TestTableCRUDAndACL(t *testing.T) {
 	e := newEnv(t, Options{})
 	tok := e.userTokens("admin", "alice", "carol")
 	r := e.api("POST", "/api/now/table/incident?sysparm_input_display_value=true", tok["alice"], map[string]any{
-		"short_description": "Printer on fire", "assignment_group": "Hardware", "state": "In Progress", "urgency": "1", "bogus": "x",
+		"short_description": "Printer on fire", "assignment_group": "Hardware", "state": "In Progress", "urgency": "1", "bogus": "x", "caller_id": "carol",
 	})
 	if r.status != 201 {
 		t.Fatalf("insert %d %s", r.status, r.body)
@@ -272,6 +272,20 @@ func TestTableCRUDAndACL(t *testing.T) {
 	}
 	if rec := e.api("GET", "/api/now/table/incident/"+id, tok["carol"], nil).one(t); rec["number"] == nil || rec["work_notes"] != nil || rec["comments"] != "" {
 		t.Fatalf("carol must not see work_notes: %v", rec)
+	}
+	// row ACLs apply after sysparm_limit: X-Total-Count counts what carol cannot see
+	mine := e.api("GET", "/api/now/table/incident?sysparm_fields=caller_id.user_name,opened_by.user_name", tok["carol"], nil)
+	all := e.api("GET", "/api/now/table/incident", tok["alice"], nil)
+	if mine.header.Get("X-Total-Count") != all.header.Get("X-Total-Count") || len(mine.list(t)) >= len(all.list(t)) || len(mine.list(t)) == 0 {
+		t.Fatalf("carol: %s of %s rows", mine.header.Get("X-Total-Count"), all.header.Get("X-Total-Count"))
+	}
+	for _, row := range mine.list(t) {
+		if row["caller_id.user_name"] != "carol" && row["opened_by.user_name"] != "carol" {
+			t.Fatalf("carol sees someone else's incident: %v", row)
+		}
+	}
+	if r := e.api("GET", "/api/now/table/change_request", tok["carol"], nil); r.status != 200 || len(r.list(t)) != 0 {
+		t.Fatalf("changes are for itil: %d %s", r.status, r.body)
 	}
 	assertEnvelope(t, e.api("GET", "/api/now/table/no_table", tok["alice"], nil), 400, "Invalid table no_table", nil)
 	assertEnvelope(t, e.api("GET", "/api/now/table/incident/"+strings.Repeat("0", 32), tok["alice"], nil), 404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
