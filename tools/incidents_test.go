@@ -74,7 +74,7 @@ func TestIncidents(t *testing.T) {
 			args: map[string]any{"incident": "INC0010031", "close_code": "solved (permanently)", "close_notes": "Lamp replaced."},
 			want: []string{`"display":"Resolved"`, `"value":"Solved (Permanently)"`, "Lamp replaced."}},
 		{name: "resolve refused without itil", user: "carol", tool: "servicenow_resolve_incident", wantErr: true,
-			args: map[string]any{"incident": "INC0010002", "close_code": "Solved (Permanently)", "close_notes": "x"}, want: []string{"itil"}},
+			args: map[string]any{"incident": "INC0010001", "close_code": "Solved (Permanently)", "close_notes": "x"}, want: []string{"403", "itil"}},
 	})
 
 }
