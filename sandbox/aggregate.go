@@ -98,6 +98,15 @@ func (s *Server) serveAggregate(w http.ResponseWriter, r *http.Request, p *princ
 			g.stats[kind] = m
 		}
 	}
+	// groups come ordered by their values, as the database groups them
+	sort.SliceStable(groups, func(i, j int) bool {
+		for n, path := range groupBy {
+			if c := compareValues(path[len(path)-1], groups[i].key[n], groups[j].key[n]); c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
 	groups = filterHaving(groups, q.Get("sysparm_having"))
 	orderGroups(groups, q.Get("sysparm_order_by"), groupNames)
 	statsOf := func(g *aggGroup) map[string]any {

@@ -187,6 +187,9 @@ func TestKnowledgeAPI(t *testing.T) {
 	if !strings.HasPrefix(a["id"].(string), "kb_knowledge:") || a["number"] == "" || a["fields"].(map[string]any)["workflow_state"].(map[string]any)["value"] != "published" {
 		t.Fatalf("article %v", a)
 	}
+	if !strings.Contains(string(r.body), `"link":"?id=kb_article_view&sysparm_article=KB`) {
+		t.Fatalf("JSON must not HTML-escape: %s", r.body)
+	}
 	r = e.api("GET", "/api/sn_km_api/knowledge/articles?query=vpn", tok, nil)
 	_ = json.Unmarshal(r.body, &kr)
 	if kr.Result.Meta["count"] != float64(1) || kr.Result.Articles[0]["title"] != "How to connect to the VPN" {
