@@ -35,6 +35,8 @@ type env struct {
 	clock    *clock
 	sandbox  *sandbox.Running
 	store    storage.Store
+	dir      string // the store's data directory
+	key      []byte // the store's encryption key
 	mgr      *oauth.Manager
 	callback *httptest.Server
 }
@@ -62,7 +64,8 @@ func newEnv(t *testing.T, opts sandbox.Options) *env {
 	e.sandbox = run
 
 	key := make([]byte, 32)
-	st, err := storage.Open(ctx, storage.Options{Dir: t.TempDir(), Keys: storage.Keyring{Current: key}, Logger: zerolog.Nop(), Now: e.clock.Now})
+	e.dir, e.key = t.TempDir(), key
+	st, err := storage.Open(ctx, storage.Options{Dir: e.dir, Keys: storage.Keyring{Current: key}, Logger: zerolog.Nop(), Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
