@@ -12,7 +12,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -108,7 +107,7 @@ func toAttachment(m map[string]any) attachment {
 		SizeBytes:   size,
 		Table:       plainString(m["table_name"]),
 		Record:      plainString(m["table_sys_id"]),
-		CreatedOn:   isoTime(plainString(m["sys_created_on"])),
+		CreatedOn:   isoUTC(plainString(m["sys_created_on"])),
 		CreatedBy:   by,
 		download:    plainString(m["download_link"]),
 	}
@@ -172,7 +171,7 @@ func listAttachments(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult 
 
 func downloadAttachment(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	id := strings.TrimSpace(c.Args.String("sys_id"))
-	if !isSysIDShape(id) {
+	if !isSysID(id) {
 		return errorResult("sys_id %q is not an attachment sys_id (32 hex characters); list the record's attachments with servicenow_list_attachments first", clipArg(id))
 	}
 
@@ -405,19 +404,6 @@ func mediaType(ct string) string {
 
 // ---------- helpers shared by the typed tools ----------
 
-// isSysIDShape reports whether s looks like a sys_id: 32 lowercase hex.
-func isSysIDShape(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !(s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // checkTableName refuses table names that could not be ServiceNow tables,
 // before they reach a path or a query.
 func checkTableName(t string) (string, error) {
@@ -460,14 +446,6 @@ func displayString(v any) string {
 		}
 	}
 	return plainString(v)
-}
-
-// isoTime turns ServiceNow's "YYYY-MM-DD HH:MM:SS" (UTC) into RFC 3339.
-func isoTime(s string) string {
-	if t, err := time.Parse(time.DateTime, s); err == nil {
-		return t.UTC().Format(time.RFC3339)
-	}
-	return s
 }
 
 // pageArgs reads limit (default 20, at most 100) and offset.

@@ -221,7 +221,7 @@ func loadCatalogItem(ctx context.Context, d *Deps, c *Call, key string) (*rawCat
 		return nil, errorResult("argument \"item\" is empty; give the item's sys_id or name (find it with servicenow_search_catalog_items)")
 	}
 	id := key
-	if !isSysIDShape(key) {
+	if !isSysID(key) {
 		var res *mcp.CallToolResult
 		if id, res = catalogItemByName(ctx, d, c, key); res != nil {
 			return nil, res
@@ -411,7 +411,7 @@ func getRequestStatus(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult
 	upper := strings.ToUpper(key)
 	var cond servicenow.Condition
 	switch {
-	case isSysIDShape(key):
+	case isSysID(key):
 		cond = servicenow.Condition{Field: "sys_id", Op: "=", Values: []string{key}}
 	case strings.HasPrefix(upper, "RITM") && looksLikeNumber(key):
 		items, _, err := tableRows(ctx, d, c, "sc_req_item", servicenow.Query{All: []servicenow.Condition{
@@ -520,8 +520,8 @@ func shapeRow(row map[string]any) map[string]any {
 		}
 		switch {
 		case val == "" && disp == "":
-		case isoTime(val) != val:
-			out[k] = isoTime(val)
+		case isoUTC(val) != val:
+			out[k] = isoUTC(val)
 		case disp == "" || disp == val:
 			out[k] = val
 		default:

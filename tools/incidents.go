@@ -211,7 +211,7 @@ type journalEntry struct {
 // sys_journal_field. Work notes the user may not read are simply absent,
 // so an empty or comment-only answer says that entries may be hidden.
 func latestJournal(ctx context.Context, d *Deps, c *Call, table, sysID string, n int64) ([]journalEntry, string, *mcp.CallToolResult) {
-	if !isSysIDShape(sysID) {
+	if !isSysID(sysID) {
 		return nil, "", nil
 	}
 	rows, total, err := tableRows(ctx, d, c, "sys_journal_field", servicenow.Query{
@@ -238,7 +238,7 @@ func latestJournal(ctx context.Context, d *Deps, c *Call, table, sysID string, n
 			notes++
 		}
 		out = append(out, journalEntry{
-			Type: typ, CreatedOn: isoTime(plainString(r["sys_created_on"])),
+			Type: typ, CreatedOn: isoUTC(plainString(r["sys_created_on"])),
 			CreatedBy: plainString(r["sys_created_by"]), Text: plainString(r["value"]),
 		})
 	}
@@ -304,7 +304,7 @@ func updateByKey(ctx context.Context, d *Deps, c *Call, table, key string, value
 	}
 	key = strings.TrimSpace(key)
 	id := key
-	if !isSysIDShape(key) {
+	if !isSysID(key) {
 		var err error
 		if id, err = resolveReference(ctx, d, c, table, key); err != nil {
 			return referenceFailure(ctx, d, c, table, err)

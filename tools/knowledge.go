@@ -142,7 +142,7 @@ func searchKnowledgeAPI(ctx context.Context, d *Deps, c *Call, text, kb string, 
 			h.KnowledgeBase = displayString(f)
 		}
 		if f := a.Fields["sys_updated_on"]; f != nil {
-			h.UpdatedOn = isoTime(plainString(f["value"]))
+			h.UpdatedOn = isoUTC(plainString(f["value"]))
 		}
 		hits = append(hits, h)
 	}
@@ -205,7 +205,7 @@ func searchKnowledgeTable(ctx context.Context, d *Deps, c *Call, text, kb string
 			Title:         plainString(r["short_description"]),
 			Snippet:       snippet(htmlToText(plainString(r["text"]))),
 			KnowledgeBase: displayString(r["kb_knowledge_base"]),
-			UpdatedOn:     isoTime(plainString(r["sys_updated_on"])),
+			UpdatedOn:     isoUTC(plainString(r["sys_updated_on"])),
 		})
 	}
 	total, ok := totalCount(resp)
@@ -217,7 +217,7 @@ func searchKnowledgeTable(ctx context.Context, d *Deps, c *Call, text, kb string
 
 func getKnowledgeArticle(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	key := strings.TrimSpace(c.Args.String("article"))
-	if !isSysIDShape(key) && !looksLikeNumber(key) {
+	if !isSysID(key) && !looksLikeNumber(key) {
 		return errorResult("article %q is neither an article number (e.g. KB0010001) nor a sys_id; find it with servicenow_search_knowledge", clipArg(key))
 	}
 
@@ -290,7 +290,7 @@ func articleFromAPI(ctx context.Context, d *Deps, c *Call, key string) (*article
 		a.KnowledgeBase = displayString(f)
 	}
 	if f := r.Fields["sys_updated_on"]; f != nil {
-		a.UpdatedOn = isoTime(plainString(f["value"]))
+		a.UpdatedOn = isoUTC(plainString(f["value"]))
 	}
 	if f := r.Fields["workflow_state"]; f != nil {
 		a.State = plainString(f["value"])
@@ -302,7 +302,7 @@ func articleFromAPI(ctx context.Context, d *Deps, c *Call, key string) (*article
 // there is none the user can read.
 func articleFromTable(ctx context.Context, d *Deps, c *Call, key string) (*article, error) {
 	field := "number"
-	if isSysIDShape(key) {
+	if isSysID(key) {
 		field = "sys_id"
 	}
 	encoded, err := servicenow.Query{All: []servicenow.Condition{
@@ -337,7 +337,7 @@ func articleFromTable(ctx context.Context, d *Deps, c *Call, key string) (*artic
 	r := body.Result[0]
 	return &article{
 		Number: plainString(r["number"]), SysID: plainString(r["sys_id"]), Title: plainString(r["short_description"]),
-		KnowledgeBase: displayString(r["kb_knowledge_base"]), UpdatedOn: isoTime(plainString(r["sys_updated_on"])),
+		KnowledgeBase: displayString(r["kb_knowledge_base"]), UpdatedOn: isoUTC(plainString(r["sys_updated_on"])),
 		State: plainString(r["workflow_state"]), Text: htmlToText(plainString(r["text"])),
 	}, nil
 }
