@@ -242,6 +242,13 @@ func writeRecord(ctx context.Context, d *Deps, c *Call, method, table, sysID str
 	if err != nil {
 		return recordFailure(ctx, d, c, table, op, err)
 	}
+	if len(fields) == 0 {
+		// Show the record's usual fields and every field just written.
+		defaults, _ := chooseFields(ctx, d, c, meta, nil, nil)
+		if len(defaults) > 0 {
+			fields = append(defaults, sortedFieldNames(body)...)
+		}
+	}
 	chosen, err := chooseFields(ctx, d, c, meta, fields, nil)
 	if err != nil {
 		return recordFailure(ctx, d, c, table, op, err)
@@ -882,4 +889,13 @@ func (d *Deps) budget() int {
 		return d.Budget
 	}
 	return defaultBudget
+}
+
+func sortedFieldNames[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

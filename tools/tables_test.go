@@ -1,0 +1,339 @@
+package tools_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"servicenow-mcp/internal/testenv"
+)
+
+func ok(t *testing.T, res *mcp.CallToolResult) map[string]any {
+	t.Helper()
+	if res.IsError {
+		t.Fatalf("unexpected error result: %s", testenv.Text(res))
+	}
+	return testenv.JSON(t, res)
+}
+
+func failsWith(t *testing.T, res *mcp.CallToolResult, parts ...string) {
+	t.Helper()
+	if !res.IsError {
+		t.Fatalf("want an error result, got: %s", testenv.Text(res))
+	}
+	for _, p := range parts {
+		if !strings.Contains(testenv.Text(res), p) {
+			t.Errorf("error %s does not mention %q", testenv.Text(res), p)
+		}
+	}
+}
+
+func records(t *testing.T, m map[string]any) []map[string]any {
+	t.Helper()
+	list, _ := m["records"].([]any)
+	out := make([]map[string]any, len(list))
+	for i, r := range list {
+		out[i] = r.(map[string]any)
+	}
+	return out
+}
+
+// value reads a field's stored value from a shaped record.
+func value(v any) string {
+	if m, ok := v.(map[string]any); ok {
+		return fmt.Sprint(m["value"])
+	}
+	return fmt.Sprint(v)
+}
+
+func TestQueryValuesRoundTrip(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	for _, v := range []string{
+		"caret ^ alone", "or ^ORactive=false", "new query ^NQactive=true", "amp & percent % plus + hash #",
+		"Zoë écrit 東京 😀", "double ^^ caret", "ends with caret^",
+	} {
+		t.Run(v, func(t *testing.T) {
+			ok(t, env.Call(t, "alice", "servicenow_create_record", map[string]any{
+				"table": "incident", "values": map[string]any{"short_description": v, "caller_id": "me"}}))
+			for _, args := range []map[string]any{
+				{"filters": map[string]any{"short_description": v}},
+				{"conditions": []any{map[string]any{"field": "short_description", "op": "=", "value": v}}},
+			} {
+				args["table"] = "incident"
+				args["fields"] = []string{"short_description"}
+				got := records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", args)))
+				if len(got) != 1 || got[0]["short_description"] != v {
+					t.Fatalf("query for %q returned %v", v, got)
+				}
+			}
+		})
+	}
+	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": map[string]any{"caller_id": "javascript:gs.getUserID()"}}), "script")
+	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "conditions": []any{map[string]any{"field": "short_description", "op": "IN", "values": []string{"a,b"}}}}), "comma")
+	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "conditions": []any{map[string]any{"field": "priority", "op": "<", "value": "=2"}}}), "operator")
+}
+
+func TestQueryRecords(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice", "carol"}})
+	alice := env.App.Tokens
+	_ = alice
+	tests := []struct {
+		name  string
+		args  map[string]any
+		check func(t *testing.T, res *mcp.CallToolResult)
+	}{
+		{"totals and next_offset", map[string]any{"table": "incident", "limit": 5}, func(t *testing.T, res *mcp.CallToolResult) {
+			m := ok(t, res)
+			if m["total"] != 30.0 || m["returned"] != 5.0 || m["next_offset"] != 5.0 {
+				t.Fatalf("total/returned/next_offset = %v/%v/%v", m["total"], m["returned"], m["next_offset"])
+			}
+		}},
+		{"last page has no next_offset", map[string]any{"table": "incident", "limit": 5, "offset": 28}, func(t *testing.T, res *mcp.CallToolResult) {
+			m := ok(t, res)
+			if m["returned"] != 2.0 || m["next_offset"] != nil {
+				t.Fatalf("returned %v next_offset %v", m["returned"], m["next_offset"])
+			}
+		}},
+		{"order ascending", map[string]any{"table": "incident", "order_by": []string{"number"}, "limit": 10}, func(t *testing.T, res *mcp.CallToolResult) {
+			var got []string
+			for _, r := range records(t, ok(t, res)) {
+				got = append(got, value(r["number"]))
+			}
+			if !slices.IsSorted(got) || got[0] != "INC0010001" {
+				t.Fatalf("not ascending: %v", got)
+			}
+		}},
+		{"order descending in raw query", map[string]any{"table": "incident", "query": "active=true^ORDERBYDESCnumber"}, func(t *testing.T, res *mcp.CallToolResult) {
+			var got []string
+			for _, r := range records(t, ok(t, res)) {
+				got = append(got, value(r["number"]))
+			}
+			if len(got) < 2 || !slices.IsSortedFunc(got, func(a, b string) int { return strings.Compare(b, a) }) {
+				t.Fatalf("not descending: %v", got)
+			}
+		}},
+		{"choice label becomes value", map[string]any{"table": "incident", "filters": map[string]any{"state": "in progress"}}, func(t *testing.T, res *mcp.CallToolResult) {
+			rs := records(t, ok(t, res))
+			if len(rs) == 0 {
+				t.Fatal("no records")
+			}
+			for _, r := range rs {
+				st := r["state"].(map[string]any)
+				if st["value"] != "2" || st["display"] != "In Progress" {
+					t.Fatalf("state = %v", st)
+				}
+			}
+		}},
+		{"unknown choice named", map[string]any{"table": "incident", "filters": map[string]any{"state": "Bogus"}}, func(t *testing.T, res *mcp.CallToolResult) {
+			failsWith(t, res, "Bogus", "incident.state", "In Progress")
+		}},
+		{"unknown field in raw query named", map[string]any{"table": "incident", "query": "active=true^nosuchfield=1"}, func(t *testing.T, res *mcp.CallToolResult) {
+			failsWith(t, res, "nosuchfield")
+		}},
+		{"unreadable raw part named", map[string]any{"table": "incident", "query": "active=true^priority~1"}, func(t *testing.T, res *mcp.CallToolResult) {
+			failsWith(t, res, "priority~1")
+		}},
+		{"unknown dot-walked field named", map[string]any{"table": "incident", "filters": map[string]any{"caller_id.shoe_size": "9"}}, func(t *testing.T, res *mcp.CallToolResult) {
+			failsWith(t, res, "sys_user", "shoe_size")
+		}},
+		{"unknown filter field named", map[string]any{"table": "incident", "filters": map[string]any{"colour": "red"}}, func(t *testing.T, res *mcp.CallToolResult) {
+			failsWith(t, res, "colour")
+		}},
+		{"invalid table named", map[string]any{"table": "no_such_table"}, func(t *testing.T, res *mcp.CallToolResult) {
+			failsWith(t, res, "no_such_table")
+		}},
+		{"date-times in ISO 8601 UTC", map[string]any{"table": "incident", "fields": []string{"opened_at"}, "limit": 1}, func(t *testing.T, res *mcp.CallToolResult) {
+			r := records(t, ok(t, res))[0]
+			if s := r["opened_at"].(string); !strings.HasSuffix(s, "Z") || !strings.Contains(s, "T") {
+				t.Fatalf("opened_at = %q", s)
+			}
+		}},
+		{"limit as string", map[string]any{"table": "incident", "limit": "3"}, func(t *testing.T, res *mcp.CallToolResult) {
+			if m := ok(t, res); m["returned"] != 3.0 {
+				t.Fatalf("returned %v", m["returned"])
+			}
+		}},
+		{"limit as 10.0", map[string]any{"table": "incident", "limit": 10.0}, func(t *testing.T, res *mcp.CallToolResult) {
+			if m := ok(t, res); m["returned"] != 10.0 {
+				t.Fatalf("returned %v", m["returned"])
+			}
+		}},
+		{"limit 10.5 refused", map[string]any{"table": "incident", "limit": 10.5}, func(t *testing.T, res *mcp.CallToolResult) { failsWith(t, res, `"limit"`, "whole") }},
+		{"limit 10px refused", map[string]any{"table": "incident", "limit": "10px"}, func(t *testing.T, res *mcp.CallToolResult) { failsWith(t, res, `"limit"`) }},
+		{"limit -1 refused", map[string]any{"table": "incident", "limit": -1}, func(t *testing.T, res *mcp.CallToolResult) { failsWith(t, res, `"limit"`, "at least 1") }},
+		{"unknown argument refused", map[string]any{"table": "incident", "sysparm_limit": 5}, func(t *testing.T, res *mcp.CallToolResult) { failsWith(t, res, "sysparm_limit") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.check(t, env.Call(t, "alice", "servicenow_query_records", tt.args)) })
+	}
+}
+
+func TestReferenceKeys(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice", "admin"}})
+	var aliceID string
+	for _, u := range env.Sandbox.Server.Users() {
+		if u.UserName == "alice" {
+			aliceID = u.SysID
+		}
+	}
+	for _, key := range []string{"alice", "alice@example.com", "Alice Archer", "me", aliceID} {
+		t.Run(key, func(t *testing.T) {
+			if key == "alice@example.com" {
+				u := ok(t, env.Call(t, "alice", "servicenow_get_record", map[string]any{"table": "sys_user", "record": aliceID, "fields": []string{"email"}}))
+				key = u["email"].(string)
+			}
+			rs := records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+				"table": "incident", "filters": map[string]any{"assigned_to": key}, "fields": []string{"assigned_to"}})))
+			if len(rs) == 0 {
+				t.Fatal("no incidents")
+			}
+			for _, r := range rs {
+				if value(r["assigned_to"]) != aliceID {
+					t.Fatalf("assigned_to = %v, want %s", r["assigned_to"], aliceID)
+				}
+			}
+		})
+	}
+	for _, name := range []string{"sam.one", "sam.two"} {
+		ok(t, env.Call(t, "admin", "servicenow_create_record", map[string]any{"table": "sys_user",
+			"values": map[string]any{"user_name": name, "name": "Sam Smith", "email": name + "@example.com"}}))
+	}
+	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": map[string]any{"assigned_to": "Sam Smith"}}), "more than one", "sam.one", "sam.two")
+	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": map[string]any{"assigned_to": "Nobody Atall"}}), "no sys_user", "Nobody Atall")
+	ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": map[string]any{"assigned_to": "sam.one"}}))
+	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": map[string]any{"assignment_group": "No Such Group"}}), "sys_user_group")
+}
+
+func TestWritesAndErrors(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice", "carol", "admin"}})
+	created := ok(t, env.Call(t, "alice", "servicenow_create_record", map[string]any{"table": "incident", "values": map[string]any{
+		"short_description": "Printer jammed", "caller_id": "carol", "urgency": "1 - High", "assignment_group": "Hardware", "category": "Hardware"}}))
+	rec := created["record"].(map[string]any)
+	number := value(rec["number"])
+	if u := rec["urgency"].(map[string]any); u["value"] != "1" {
+		t.Fatalf("urgency = %v", u)
+	}
+	if g := rec["assignment_group"].(map[string]any); g["display"] != "Hardware" {
+		t.Fatalf("assignment_group = %v", g)
+	}
+
+	updated := ok(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": number,
+		"values": map[string]any{"state": "In Progress"}, "fields": []string{"state", "number"}}))
+	if st := updated["record"].(map[string]any)["state"].(map[string]any); st["value"] != "2" {
+		t.Fatalf("state = %v", st)
+	}
+	failsWith(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": number,
+		"values": map[string]any{"state": "Finished"}}), "Finished", "choices")
+	failsWith(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": number,
+		"values": map[string]any{"colour": "red"}}), "colour")
+	failsWith(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": "INC9999999",
+		"values": map[string]any{"state": "New"}}), "INC9999999")
+
+	denied := env.Call(t, "carol", "servicenow_create_record", map[string]any{"table": "incident",
+		"values": map[string]any{"short_description": "x", "caller_id": "me"}})
+	failsWith(t, denied, "403", "itil")
+
+	journal := ok(t, env.Call(t, "carol", "servicenow_get_record", map[string]any{"table": "incident", "record": number,
+		"fields": []string{"number", "work_notes"}}))
+	if notes := fmt.Sprint(journal["_notes"]); !strings.Contains(notes, "access rules") {
+		t.Fatalf("no note about a hidden journal: %v", journal)
+	}
+
+	failsWith(t, env.Call(t, "alice", "servicenow_delete_record", map[string]any{"table": "incident", "record": number}), "403")
+	del := ok(t, env.Call(t, "admin", "servicenow_delete_record", map[string]any{"table": "incident", "record": number}))
+	if del["deleted"] != true {
+		t.Fatalf("delete answer %v", del)
+	}
+	failsWith(t, env.Call(t, "alice", "servicenow_get_record", map[string]any{"table": "incident", "record": number}), "404")
+}
+
+func TestBudgetCutsWholeRecords(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}, Budget: 2500})
+	m := ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{"table": "incident", "limit": 50}))
+	rs := records(t, m)
+	if m["truncated"] != true || len(rs) == 0 || len(rs) >= 30 {
+		t.Fatalf("truncated=%v with %d records", m["truncated"], len(rs))
+	}
+	if m["next_offset"] != float64(len(rs)) {
+		t.Fatalf("next_offset %v after %d records", m["next_offset"], len(rs))
+	}
+	for _, r := range rs {
+		if r["sys_id"] == nil || r["number"] == nil {
+			t.Fatalf("a cut record: %v", r)
+		}
+	}
+	if len(testenv.Text(env.Call(t, "alice", "servicenow_query_records", map[string]any{"table": "incident", "limit": 50}))) > 2500 {
+		t.Fatal("answer over budget")
+	}
+}
+
+func TestSteadyStateOneRequest(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	calls := []struct {
+		tool string
+		args map[string]any
+	}{
+		{"servicenow_query_records", map[string]any{"table": "incident", "filters": map[string]any{"assigned_to": "alice", "state": "New"}, "query": "active=true"}},
+		{"servicenow_get_record", map[string]any{"table": "incident", "record": "INC0010001"}},
+		{"servicenow_aggregate_records", map[string]any{"table": "incident", "group_by": []string{"state"}, "filters": map[string]any{"assignment_group": "Hardware"}}},
+	}
+	for _, c := range calls {
+		ok(t, env.Call(t, "alice", c.tool, c.args)) // warm the caches
+		before := env.APIRequests()
+		ok(t, env.Call(t, "alice", c.tool, c.args))
+		if n := env.APIRequests() - before; n != 1 {
+			t.Errorf("%s cost %d ServiceNow requests in steady state, want 1", c.tool, n)
+		}
+	}
+	before := env.APIRequests()
+	ok(t, env.Call(t, "alice", "servicenow_describe_table", map[string]any{"table": "incident"}))
+	if n := env.APIRequests() - before; n != 0 {
+		t.Errorf("describe_table of a cached table cost %d requests", n)
+	}
+}
+
+func TestAggregateAndDescribe(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	m := ok(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident"}))
+	if st := m["stats"].(map[string]any); st["count"] != "30" {
+		t.Fatalf("count = %v", st)
+	}
+	m = ok(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident", "group_by": []string{"state"}}))
+	total := 0
+	for _, g := range m["groups"].([]any) {
+		gm := g.(map[string]any)
+		var n int
+		fmt.Sscan(gm["stats"].(map[string]any)["count"].(string), &n)
+		total += n
+		if _, ok := gm["group"].(map[string]any)["state"]; !ok {
+			t.Fatalf("group without state: %v", gm)
+		}
+	}
+	if total != 30 {
+		t.Fatalf("groups add up to %d", total)
+	}
+	failsWith(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident", "group_by": []string{"colour"}}), "colour")
+
+	d := ok(t, env.Call(t, "alice", "servicenow_describe_table", map[string]any{"table": "incident"}))
+	found := false
+	for _, f := range d["fields"].([]any) {
+		fm := f.(map[string]any)
+		if fm["name"] == "caller_id" {
+			found = fm["reference"] == "sys_user" && fm["mandatory"] == true
+		}
+	}
+	if !found {
+		t.Fatalf("caller_id not described as a mandatory reference to sys_user: %v", d)
+	}
+	failsWith(t, env.Call(t, "alice", "servicenow_describe_table", map[string]any{"table": "nope_table"}), "nope_table")
+}
