@@ -81,8 +81,6 @@ func TestQueryValuesRoundTrip(t *testing.T) {
 
 func TestQueryRecords(t *testing.T) {
 	env := testenv.New(t, testenv.Options{Link: []string{"alice", "carol"}})
-	alice := env.App.Tokens
-	_ = alice
 	tests := []struct {
 		name  string
 		args  map[string]any
