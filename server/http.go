@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -32,7 +33,7 @@ const (
 
 // httpOptions tune the HTTP transport; tests shorten them.
 type httpOptions struct {
-	// keepAlive is the interval of SSE keep-alives and of heartbeats on
+	// keepAlive is the interval of keep-alive comments on SSE streams and
 	// streamable HTTP GET streams. Proxies must allow a longer read idle.
 	keepAlive time.Duration
 	// sessionIdleTTL ends a streamable HTTP session nobody used this long.
@@ -167,7 +168,6 @@ func (a *App) newHTTPTransport(opts httpOptions) (*httpTransport, error) {
 	t.streamable = mcpserver.NewStreamableHTTPServer(a.MCP,
 		mcpserver.WithSessionIdManagerResolver(t.sessions),
 		mcpserver.WithHTTPContextFunc(callerContext),
-		mcpserver.WithHeartbeatInterval(opts.keepAlive),
 		mcpserver.WithSessionIdleTTL(opts.sessionIdleTTL),
 		mcpserver.WithDisableLocalhostProtection(true),
 		mcpserver.WithStreamableHTTPLogger(mcpLog),
@@ -179,8 +179,7 @@ func (a *App) newHTTPTransport(opts httpOptions) (*httpTransport, error) {
 		mcpserver.WithSSEEndpoint(SSEPath),
 		mcpserver.WithMessageEndpoint(MessagePath),
 		mcpserver.WithUseFullURLForMessageEndpoint(true),
-		mcpserver.WithKeepAlive(true),
-		mcpserver.WithKeepAliveInterval(opts.keepAlive),
+		mcpserver.WithKeepAlive(false), // streamWriter sends keep-alives
 		mcpserver.WithSSEContextFunc(callerContext),
 		mcpserver.WithSessionIDGenerator(t.openSSESession),
 		mcpserver.WithSSEDisableLocalhostProtection(true),
@@ -259,10 +258,17 @@ func (t *httpTransport) serveStreamable(w http.ResponseWriter, r *http.Request) 
 			writeUnknownSession(w)
 			return
 		}
+		if r.Method == http.MethodGet {
+			sw := t.newStreamWriter(w, nil)
+			t.streamable.ServeHTTP(sw, r)
+			sw.close()
+			return
+		}
 	case http.MethodPost:
 		t.inflight.add("")
 		defer t.inflight.done("")
 	}
+	// A POST answer may turn into an SSE stream as well.
 	w.Header().Set("X-Accel-Buffering", "no")
 	t.streamable.ServeHTTP(w, r)
 }
@@ -292,8 +298,9 @@ func (t *httpTransport) openSSESession(ctx context.Context, r *http.Request) (st
 func (t *httpTransport) serveSSEStream(w http.ResponseWriter, r *http.Request) {
 	slot := new(string)
 	r = r.WithContext(context.WithValue(r.Context(), sseSlotKey{}, slot))
-	w.Header().Set("X-Accel-Buffering", "no")
-	t.sse.SSEHandler().ServeHTTP(&sseStreamWriter{ResponseWriter: w, t: t, session: slot}, r)
+	sw := t.newStreamWriter(w, slot)
+	t.sse.SSEHandler().ServeHTTP(sw, r)
+	sw.close()
 	if *slot != "" {
 		t.sessions.end(*slot)
 		t.inflight.dropSession(*slot)
@@ -453,35 +460,97 @@ func isSSEResponseEvent(event []byte) bool {
 	return false
 }
 
-// sseStreamWriter watches an SSE stream: each response written ends one
-// counted request of its session. It also drops the wildcard CORS header
-// mcp-go sets on SSE streams; this server answers no cross-origin reads.
-type sseStreamWriter struct {
+// streamWriter is the writer of a long-lived stream: an SSE session or a
+// streamable HTTP GET. Once the stream is open it writes an SSE comment
+// every keepAlive, which every client ignores and which keeps proxies and
+// load balancers from closing an idle connection. (mcp-go's own
+// keep-alives are ping requests, whose ids some clients confuse with
+// their own.) On an SSE session, each response written ends one counted
+// request. It drops the wildcard CORS header mcp-go sets on SSE streams:
+// this server answers no cross-origin reads.
+type streamWriter struct {
 	http.ResponseWriter
-	t       *httpTransport
-	session *string
+	t         *httpTransport
+	session   *string // SSE session id once known; nil on streamable GET
+	keepAlive time.Duration
+
+	mu      sync.Mutex // serialises the handler's writes and keep-alives
+	open    bool
+	stop    chan struct{}
+	stopped chan struct{}
 }
 
-func (w *sseStreamWriter) WriteHeader(status int) {
+func (t *httpTransport) newStreamWriter(w http.ResponseWriter, session *string) *streamWriter {
+	w.Header().Set("X-Accel-Buffering", "no")
+	return &streamWriter{ResponseWriter: w, t: t, session: session, keepAlive: t.opts.keepAlive}
+}
+
+func (w *streamWriter) WriteHeader(status int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.Header().Del("Access-Control-Allow-Origin")
 	w.ResponseWriter.WriteHeader(status)
 }
 
-func (w *sseStreamWriter) Write(p []byte) (int, error) {
+func (w *streamWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.Header().Del("Access-Control-Allow-Origin")
 	n, err := w.ResponseWriter.Write(p)
-	if *w.session != "" && isSSEResponseEvent(p) {
+	if w.session != nil && *w.session != "" && isSSEResponseEvent(p) {
 		w.t.inflight.done(*w.session)
 	}
 	return n, err
 }
 
-func (w *sseStreamWriter) Flush() {
+// Flush sends what was written. The first flush opens the stream, and
+// from then on keep-alives flow.
+func (w *streamWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.Header().Del("Access-Control-Allow-Origin")
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	if !w.open && w.keepAlive > 0 {
+		w.open = true
+		w.stop, w.stopped = make(chan struct{}), make(chan struct{})
+		go w.keepAlives()
+	}
 }
 
-func (w *sseStreamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *streamWriter) keepAlives() {
+	defer close(w.stopped)
+	tick := time.NewTicker(w.keepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-tick.C:
+			w.mu.Lock()
+			_, err := io.WriteString(w.ResponseWriter, ": keep-alive\n\n")
+			if err == nil {
+				err = http.NewResponseController(w.ResponseWriter).Flush()
+			}
+			w.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// close stops the keep-alives; the handler must not return before.
+func (w *streamWriter) close() {
+	w.mu.Lock()
+	open := w.open
+	w.mu.Unlock()
+	if open {
+		close(w.stop)
+		<-w.stopped
+	}
+}
+
+func (w *streamWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // statusRecorder remembers the status a handler answered with.
 type statusRecorder struct {
