@@ -561,7 +561,9 @@ func TestShutdownBound(t *testing.T) {
 	defer release()
 
 	c := connect(t, srv.URL, "http", headersFor(aliceKey, ""))
-	go func() { _, _, _ = tryCallTool(c, "servicenow_request", map[string]any{"method": "GET", "path": "/api/now/table/incident"}) }()
+	go func() {
+		_, _, _ = tryCallTool(c, "servicenow_request", map[string]any{"method": "GET", "path": "/api/now/table/incident"})
+	}()
 	inst.awaitArrival(t, "api:alice")
 
 	start := time.Now()
@@ -605,10 +607,10 @@ func TestIsSSEResponseEvent(t *testing.T) {
 	t.Parallel()
 	for event, want := range map[string]bool{
 		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n\n":                      true,
-		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":1}}\n\n":            true,
+		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":1}}\n\n":             true,
 		"event: message\ndata:{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\"}\n\n":                 false,
-		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n":      false,
-		"event: endpoint\ndata: https://x/message?sessionId=1\r\n\r\n":                                 false,
+		"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n":       false,
+		"event: endpoint\ndata: https://x/message?sessionId=1\r\n\r\n":                                false,
 		fmt.Sprintf("event: message\ndata: {\"id\":\"a\",\"result\":{\"content\":[%q]}}\n\n", "x\ny"): true,
 	} {
 		if got := isSSEResponseEvent([]byte(event)); got != want {
@@ -616,4 +618,3 @@ func TestIsSSEResponseEvent(t *testing.T) {
 		}
 	}
 }
-
