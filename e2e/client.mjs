@@ -108,12 +108,9 @@ function makeTransport(opts) {
         requestInit: { headers: opts.headers },
       });
     case 'sse':
+      // The SDK sends requestInit.headers on the event stream's GET too.
       return new SSEClientTransport(new URL(opts.url), {
         requestInit: { headers: opts.headers },
-        eventSourceInit: {
-          fetch: (url, init) =>
-            fetch(url, { ...init, headers: { ...Object.fromEntries(new Headers(init?.headers)), ...opts.headers } }),
-        },
       });
   }
   throw new Error(`unknown transport ${opts.transport}`);

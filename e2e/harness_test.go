@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -347,6 +348,9 @@ func (st sandboxStats) grants(grant, outcome string) int64 {
 // directory and key file in separate directories.
 type serverConfig struct {
 	Path, DataDir, KeyFile, Listen string
+
+	// APIKeys, when set, are the HTTP callers: key -> the user it acts for.
+	APIKeys map[string]string
 }
 
 func (c serverConfig) redirectURI() string { return "http://" + c.Listen + "/oauth/callback" }
@@ -365,6 +369,16 @@ func newServerConfig(t *testing.T) serverConfig {
 // tests live seconds, so the refresh margin is shortened to match.
 func (c serverConfig) write(t *testing.T, instanceURL string) {
 	t.Helper()
+	keys := ""
+	if len(c.APIKeys) > 0 {
+		keys = "  api_keys:\n"
+		i := 0
+		for key, user := range c.APIKeys {
+			sum := sha256.Sum256([]byte(key))
+			keys += fmt.Sprintf("    - {name: key%d, hash: \"sha256:%x\", user: %s}\n", i, sum, user)
+			i++
+		}
+	}
 	yaml := fmt.Sprintf(`data_dir: %s
 encryption_key_file: %s
 user: e2e-user
@@ -373,7 +387,7 @@ log:
   format: json
 server:
   listen: %s
-timeouts:
+%stimeouts:
   refresh_margin: 1s
 connections:
   - name: sandbox
@@ -382,7 +396,7 @@ connections:
     client_secret: ${%s}
     scopes: [useraccount]
     default: true
-`, c.DataDir, c.KeyFile, c.Listen, instanceURL, sandboxClientID, secretEnv)
+`, c.DataDir, c.KeyFile, c.Listen, keys, instanceURL, sandboxClientID, secretEnv)
 	if err := os.WriteFile(c.Path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -442,8 +456,15 @@ func (c callResult) text() string {
 // over stdio and connects.
 func startSession(t *testing.T, cfg serverConfig) *session {
 	t.Helper()
+	return startClient(t, "stdio", "--", productBinary(t), "serve", "--config", cfg.Path)
+}
+
+// startClient starts client.mjs with args (options, transport, target)
+// and waits for it to connect.
+func startClient(t *testing.T, args ...string) *session {
+	t.Helper()
 	s := &session{t: t, lines: make(chan string, 16), stderr: &syncBuffer{}, done: make(chan struct{})}
-	s.cmd = exec.Command("node", "client.mjs", "stdio", "--", productBinary(t), "serve", "--config", cfg.Path)
+	s.cmd = exec.Command("node", append([]string{"client.mjs"}, args...)...)
 	s.cmd.Dir = e2eDir(t)
 	s.cmd.Env = append(os.Environ(), secretEnv+"="+sandboxSecret)
 	s.cmd.Stderr = s.stderr
@@ -603,4 +624,119 @@ func inspector(t *testing.T, cfg serverConfig, args ...string) (stdout string, c
 		t.Logf("inspector %v stderr:\n%s", args, errBuf.String())
 	}
 	return out.String(), cmd.ProcessState.ExitCode()
+}
+
+// runClient runs client.mjs once with steps given on the command line and
+// returns its output lines and exit status.
+func runClient(t *testing.T, steps []map[string]any, args ...string) ([]stepResult, int) {
+	t.Helper()
+	b, err := json.Marshal(steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", append([]string{"client.mjs", "--steps", string(b)}, args...)...)
+	cmd.Dir = e2eDir(t)
+	var out bytes.Buffer
+	errBuf := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = &out, errBuf
+	if err := runBounded(t, cmd); err != nil {
+		t.Fatalf("client %v: %v; stderr:\n%s", args, err, errBuf.String())
+	}
+	var results []stepResult
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r stepResult
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("client printed a line that is not JSON: %q", line)
+		}
+		results = append(results, r)
+	}
+	return results, cmd.ProcessState.ExitCode()
+}
+
+// runBounded runs cmd in its own process group, killing the group if it
+// outlives stepTimeout. A non-zero exit status is not an error here.
+func runBounded(t *testing.T, cmd *exec.Cmd) error {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(stepTimeout):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return fmt.Errorf("did not finish within %s", stepTimeout)
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return nil
+	}
+	return err
+}
+
+// ---------- the HTTP server ----------
+
+// httpServer is "servicenow-mcp serve --transport http".
+type httpServer struct {
+	URL    string // http://host:port
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+func startHTTPServer(t *testing.T, cfg serverConfig) *httpServer {
+	t.Helper()
+	h := &httpServer{URL: "http://" + cfg.Listen, stderr: &syncBuffer{}, done: make(chan struct{})}
+	h.cmd = exec.Command(productBinary(t), "serve", "--config", cfg.Path, "--transport", "http")
+	h.cmd.Env = append(os.Environ(), secretEnv+"="+sandboxSecret)
+	h.cmd.Stdout, h.cmd.Stderr = h.stderr, h.stderr
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = h.cmd.Wait()
+		close(h.done)
+	}()
+	t.Cleanup(func() {
+		h.stop(t)
+		failOnRace(t, "servicenow-mcp serve --transport http", h.stderr)
+		if t.Failed() {
+			t.Logf("HTTP server output:\n%s", h.stderr.String())
+		}
+	})
+	waitFor(t, "the HTTP server's /healthz", 20*time.Second, func() (bool, error) {
+		select {
+		case <-h.done:
+			t.Fatalf("HTTP server exited early: %s", h.stderr.String())
+		default:
+		}
+		var st struct{ Status string }
+		err := getJSON(h.URL+"/healthz", &st)
+		return err == nil && st.Status == "ok", err
+	})
+	return h
+}
+
+// stop sends SIGTERM and wants a clean exit within the shutdown bound.
+func (h *httpServer) stop(t *testing.T) {
+	select {
+	case <-h.done:
+		return
+	default:
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.done:
+		if code := h.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("HTTP server exited with status %d after SIGTERM", code)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("HTTP server did not stop within 15s of SIGTERM; killing it")
+		_ = h.cmd.Process.Kill()
+		<-h.done
+	}
 }
