@@ -203,7 +203,12 @@ func (m *Manager) refresh(ctx context.Context, key storage.AccountKey, stale str
 		// a half-done refresh whose rotated token is never stored.
 		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.httpClient.Timeout+10*time.Second)
 		defer cancel()
-		return m.refreshLocked(bg, key, stale)
+		tok, err := m.refreshLocked(bg, key, stale)
+		var rejected *ClientRejectedError
+		if errors.As(err, &rejected) {
+			m.restoreRefused(bg, key)
+		}
+		return tok, err
 	})
 	select {
 	case res := <-ch:
@@ -342,7 +347,7 @@ func (m *Manager) refreshFailed(ctx context.Context, conn *connection, acct *sto
 				Msg("refresh refused for several users in a row: the connection's client_id or client_secret is probably wrong")
 			return "", &ClientRejectedError{Connection: key.Connection}
 		}
-		return "", m.expire(ctx, acct, "ServiceNow refused the refresh token")
+		return "", m.expire(ctx, acct, refusedWhy)
 	}
 
 	reason := describeTransport(err)
@@ -354,6 +359,41 @@ func (m *Manager) refreshFailed(ctx context.Context, conn *connection, acct *sto
 		return acct.AccessToken, nil
 	}
 	return "", &UnavailableError{Connection: key.Connection, Reason: reason, RetryAfter: m.now().Add(wait)}
+}
+
+// refusedWhy is the LastError of an account expired by a refused refresh.
+const refusedWhy = "ServiceNow refused the refresh token"
+
+// restoreRefused undoes the expiry of the accounts refused just before
+// the refusals were seen to be the client's: their users did nothing
+// wrong, and once the operator fixes the client credentials their kept
+// tokens work again. It runs holding no account lock, taking each in turn.
+func (m *Manager) restoreRefused(ctx context.Context, current storage.AccountKey) {
+	conn, err := m.connection(current.Connection)
+	if err != nil {
+		return
+	}
+	for _, user := range conn.refusedUsers() {
+		key := storage.AccountKey{Connection: current.Connection, User: user}
+		if user == current.User {
+			continue
+		}
+		unlock, err := m.store.LockAccount(ctx, key)
+		if err != nil {
+			return
+		}
+		acct, err := m.store.GetAccount(ctx, key)
+		if err == nil && acct.Status == storage.StatusExpired && acct.LastError == refusedWhy {
+			acct.Status = storage.StatusActive
+			acct.LastError = "refresh refused while ServiceNow rejected the OAuth client"
+			acct.UpdatedAt = m.now()
+			if err := m.store.PutAccount(ctx, acct); err == nil {
+				m.log.Info().Str("connection", key.Connection).Str("user", key.User).
+					Msg("account kept: its refresh was refused because of the client credentials, not the user")
+			}
+		}
+		unlock()
+	}
 }
 
 // expire marks the account EXPIRED. The sealed tokens stay in the store:
@@ -456,6 +496,16 @@ func (c *connection) refused(user string) bool {
 	defer c.mu.Unlock()
 	c.refusals[user] = true
 	return len(c.refusals) >= 3
+}
+
+func (c *connection) refusedUsers() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.refusals))
+	for u := range c.refusals {
+		out = append(out, u)
+	}
+	return out
 }
 
 func randomString(n int) string {
