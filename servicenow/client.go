@@ -196,8 +196,13 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 			return nil, &UnavailableError{Status: resp.Status, Reason: "the instance answered with a redirect (to " + redirectHost(resp) + "); it may be asleep or behind a sign-on page"}
 		}
 
-		// 2xx: anything but JSON (or an empty body) is not data.
+		// 2xx: anything but JSON (or an empty body) is not data. A raw
+		// download may be any type, but the instance's own hibernation
+		// page is still not the file that was asked for.
 		if len(resp.Body) > 0 && req.Accept == "" && !resp.IsJSON() {
+			return nil, unavailable(resp)
+		}
+		if req.Accept != "" && isInstancePage(resp) {
 			return nil, unavailable(resp)
 		}
 		return resp, nil
@@ -289,7 +294,8 @@ func (c *Client) send(ctx context.Context, base *url.URL, method, token string, 
 	} else if resp.ContentLength > 0 && int64(len(data)) < resp.ContentLength {
 		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer was cut short", Partial: true}
 	}
-	if !out.Truncated && out.IsJSON() && len(bytes.TrimSpace(data)) > 0 && !json.Valid(data) {
+	// Raw downloads (Accept set by the caller) are bytes, not API JSON.
+	if req.Accept == "" && !out.Truncated && out.IsJSON() && len(bytes.TrimSpace(data)) > 0 && !json.Valid(data) {
 		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer is incomplete or malformed JSON (cut short in transit?)", Partial: true}
 	}
 	return out, nil
@@ -355,6 +361,16 @@ func cleanHeaders(h http.Header) http.Header {
 		}
 	}
 	return out
+}
+
+// isInstancePage spots the instance's hibernation page served in place of
+// a download: HTML that names the hibernating instance.
+func isInstancePage(r *Response) bool {
+	if !strings.Contains(r.Header.Get("Content-Type"), "html") {
+		return false
+	}
+	head := strings.ToLower(string(r.Body[:min(len(r.Body), 4096)]))
+	return strings.Contains(head, "instance hibernating") || strings.Contains(head, "this instance is hibernating")
 }
 
 func isJSON(ct string) bool {

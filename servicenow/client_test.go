@@ -224,3 +224,35 @@ func TestDoCapsBody(t *testing.T) {
 		t.Fatalf("Truncated=%v len=%d, want cut at 4096", resp.Truncated, len(resp.Body))
 	}
 }
+
+func TestRawDownloads(t *testing.T) {
+	tests := []struct {
+		name    string
+		ct      string
+		body    string
+		wantErr bool
+	}{
+		{"json file that is not valid JSON", "application/json", `{"half":`, false},
+		{"html attachment", "text/html", `<html><body>minutes</body></html>`, false},
+		{"hibernation page instead of the file", "text/html", `<html><title>Instance Hibernating page</title></html>`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _ := newTestClient(t, func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", tt.ct)
+				_, _ = w.Write([]byte(tt.body))
+			})
+			resp, err := c.Do(context.Background(), key, Request{Method: "GET", Path: "/api/now/attachment/x/file", Accept: "*/*"})
+			if tt.wantErr {
+				var ue *UnavailableError
+				if !errors.As(err, &ue) {
+					t.Fatalf("err = %v, want UnavailableError", err)
+				}
+				return
+			}
+			if err != nil || string(resp.Body) != tt.body {
+				t.Fatalf("Do = %v, %v", resp, err)
+			}
+		})
+	}
+}
