@@ -184,10 +184,12 @@ func authStatus(ctx context.Context, store storage.Store, cfg *config.Config, us
 	return nil
 }
 
-func keys(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	help := "Usage: servicenow-mcp keys generate|hash\n\n" +
+func keys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	help := "Usage: servicenow-mcp keys generate|hash|rekey\n\n" +
 		"  generate  print a new random API key for an HTTP caller and the hash to put in server.api_keys\n" +
-		"  hash      read an API key from standard input and print its hash\n"
+		"  hash      read an API key from standard input and print its hash\n" +
+		"  rekey     [--config F] seal every stored record with the current encryption key\n" +
+		"            (after a rotation, with the old key under previous_encryption_keys)\n"
 	if len(args) == 0 {
 		fmt.Fprint(stderr, help)
 		return ExitError(2)
@@ -205,6 +207,8 @@ func keys(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "key:  %s\nhash: %s\n", key, config.HashAPIKey(key))
 		fmt.Fprintln(stderr, "Give the key to the caller; put only the hash in the config (server.api_keys[].hash).")
 		return nil
+	case "rekey":
+		return rekey(ctx, args[1:], stdout, stderr)
 	case "hash":
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -218,4 +222,36 @@ func keys(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("unknown keys command %q: use generate or hash", args[0])
+}
+
+func rekey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("keys rekey", "keys rekey [--config FILE]", stderr)
+	var c common
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := c.load()
+	if err != nil {
+		return err
+	}
+	if err := cfg.ValidateWith(config.ValidateOptions{AllowNoConnections: true}); err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	store, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ds, ok := store.(*storage.DiskStore)
+	if !ok {
+		return errors.New("keys rekey: this store cannot be re-sealed")
+	}
+	n, err := ds.Rekey(ctx)
+	if err != nil {
+		return fmt.Errorf("rekey: %w (records re-sealed so far: %d)", err, n)
+	}
+	fmt.Fprintf(stdout, "Re-sealed %d records with the current key; previous_encryption_keys can now be removed.\n", n)
+	return nil
 }

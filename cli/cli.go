@@ -40,7 +40,9 @@ Usage:
   servicenow-mcp sandbox [flags]      run the simulated ServiceNow instance alone
   servicenow-mcp auth login|status|logout [--connection NAME] [--user ID]
                                       link, inspect or unlink an account from a terminal
-  servicenow-mcp keys generate|hash   make an API key for HTTP callers, or hash one
+  servicenow-mcp keys generate|hash|rekey
+                                      make or hash an API key for HTTP callers, or
+                                      re-seal stored tokens after an encryption key rotation
   servicenow-mcp version              print the version
 
 Run "servicenow-mcp COMMAND --help" for a command's flags.
@@ -60,7 +62,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "auth":
 		return auth(ctx, args[1:], stdout, stderr)
 	case "keys":
-		return keys(args[1:], stdin, stdout, stderr)
+		return keys(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "servicenow-mcp", version())
 		return nil
