@@ -48,6 +48,8 @@ type Options struct {
 	Link []string
 	// Configure, when set, may change the config before the server is built.
 	Configure func(*config.Config)
+	// Logger receives the store's and the server's logs; nil discards them.
+	Logger *zerolog.Logger
 }
 
 // Env is one running product against one sandbox.
@@ -109,14 +111,18 @@ func New(t testing.TB, opts Options) *Env {
 		opts.Configure(cfg)
 	}
 
+	logger := zerolog.Nop()
+	if opts.Logger != nil {
+		logger = *opts.Logger
+	}
 	key := bytes.Repeat([]byte{7}, 32)
-	store, err := storage.Open(ctx, storage.Options{Dir: cfg.DataDir, Keys: storage.Keyring{Current: key}, Logger: zerolog.Nop()})
+	store, err := storage.Open(ctx, storage.Options{Dir: cfg.DataDir, Keys: storage.Keyring{Current: key}, Logger: logger})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
 
-	app, err := server.New(server.Options{Config: cfg, Store: store, Logger: zerolog.Nop(), Version: "test"})
+	app, err := server.New(server.Options{Config: cfg, Store: store, Logger: logger, Version: "test"})
 	if err != nil {
 		t.Fatalf("build server: %v", err)
 	}
