@@ -53,8 +53,9 @@ func ValidField(name string) bool {
 }
 
 // Encode builds the sysparm_query value. A value can never add, widen or
-// end a condition: a caret is doubled (ServiceNow reads ^^ as a literal
-// caret), and what cannot be written safely (a comma inside an IN value,
+// end a condition: what cannot be written safely (a caret, which ServiceNow
+// documents no escape for, so ^OR or ^NQ in a value would start a new
+// condition; a comma inside an IN value,
 // an @ inside a BETWEEN bound, a javascript: value that the instance would
 // run, control characters) is refused with an InputError naming the field.
 // URL-special characters need nothing here: the query is URL-encoded once,
@@ -147,10 +148,7 @@ func (c Condition) encode() (string, error) {
 		}
 	}
 
-	escaped := make([]string, len(c.Values))
-	for i, v := range c.Values {
-		escaped[i] = strings.ReplaceAll(v, "^", "^^")
-	}
+	escaped := c.Values
 	var out string
 	switch c.Op {
 	case "ISEMPTY", "ISNOTEMPTY":
@@ -179,6 +177,9 @@ func checkValue(c Condition, v string) error {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
 			return bad("it contains a control character or invalid text")
 		}
+	}
+	if strings.Contains(v, "^") {
+		return bad("^ joins conditions in an encoded query and ServiceNow offers no way to escape it; match the text on either side of it with LIKE instead")
 	}
 	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "javascript:") {
 		return bad("ServiceNow would run it as a script instead of comparing it; pass the literal value you mean (use \"me\" for the current user)")

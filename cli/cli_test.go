@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"servicenow-mcp/storage"
+)
+
+// isolate points every default path at a temporary home.
+func isolate(t *testing.T) string {
+	t.Helper()
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	t.Setenv("XDG_DATA_HOME", filepath.Join(home, ".local", "share"))
+	for _, v := range []string{"SERVICENOW_MCP_CONFIG", "SERVICENOW_MCP_ENCRYPTION_KEY", "SERVICENOW_MCP_ENCRYPTION_KEY_FILE",
+		"SERVICENOW_MCP_DATA_DIR", "SERVICENOW_MCP_USER", "SERVICENOW_MCP_LISTEN", "SERVICENOW_MCP_PUBLIC_URL"} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	return home
+}
+
+func run(t *testing.T, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := Run(ctx, args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestStartupErrorsNameTheCause(t *testing.T) {
+	isolate(t)
+	tests := []struct {
+		name   string
+		config string
+		args   []string
+		want   string
+	}{
+		{"unknown key", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n    instnce: y\n", nil, "instnce: unknown key"},
+		{"http instance", "connections:\n  - name: a\n    instance_url: http://x.service-now.com\n    client_id: c\n", nil, "instance_url"},
+		{"no connection", "user: a\n", nil, "connections"},
+		{"unknown toolset", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n", []string{"--toolsets", "nope"}, `unknown toolset "nope"`},
+		{"unknown tool", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n", []string{"--exclude-tools", "servicenow_nope"}, `unknown tool "servicenow_nope"`},
+		{"unset env", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n    client_secret: ${NOPE_SECRET_FOR_TEST}\n", nil, "NOPE_SECRET_FOR_TEST"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.config)
+			args := append([]string{"serve", "--config", path}, tt.args...)
+			stdout, _, err := run(t, "", args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+			if stdout != "" {
+				t.Errorf("stdout carried %q; it belongs to JSON-RPC", stdout)
+			}
+		})
+	}
+}
+
+func TestHelpListsEveryTool(t *testing.T) {
+	isolate(t)
+	_, stderr, err := run(t, "", "serve", "--help")
+	if err == nil || !strings.Contains(stderr, "servicenow_request") || !strings.Contains(stderr, "authorize_servicenow") {
+		t.Fatalf("help: err=%v\n%s", err, stderr)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	isolate(t)
+	out, _, err := run(t, "", "keys", "generate")
+	if err != nil || !strings.Contains(out, "key:  snmcp_") || !strings.Contains(out, "hash: sha256:") {
+		t.Fatalf("generate: %v %q", err, out)
+	}
+	out, _, err = run(t, "secret-key\n", "keys", "hash")
+	if err != nil || strings.TrimSpace(out) != "sha256:"+sha("secret-key") {
+		t.Fatalf("hash: %v %q", err, out)
+	}
+	if _, _, err := run(t, "", "keys", "hash"); err == nil {
+		t.Fatal("hash of nothing succeeded")
+	}
+}
+
+func TestWrongEncryptionKeyIsReportedAndDataKept(t *testing.T) {
+	home := isolate(t)
+	dataDir := filepath.Join(home, "data")
+	keyA, keyB := storage.GenerateKey(), storage.GenerateKey()
+	ctx := context.Background()
+
+	a, _ := storage.ParseKey(keyA)
+	st, err := storage.Open(ctx, storage.Options{Dir: dataDir, Keys: storage.Keyring{Current: a}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct := &storage.Account{Connection: "a", User: "alice", Status: storage.StatusActive, AccessToken: "AT-secret", RefreshToken: "RT-secret", Expiry: time.Now().Add(time.Hour)}
+	if err := st.PutAccount(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	path := writeConfig(t, "data_dir: "+dataDir+"\nconnections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n")
+	t.Setenv("SERVICENOW_MCP_ENCRYPTION_KEY", keyB)
+	out, _, err := run(t, "", "auth", "status", "--config", path)
+	if err != nil || !strings.Contains(out, "UNREADABLE") || !strings.Contains(out, "key") {
+		t.Fatalf("status with the wrong key: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "AT-secret") || strings.Contains(out, "RT-secret") {
+		t.Fatal("a token was printed")
+	}
+
+	t.Setenv("SERVICENOW_MCP_ENCRYPTION_KEY", keyA)
+	out, _, err = run(t, "", "auth", "status", "--config", path)
+	if err != nil || !strings.Contains(out, "ACTIVE") {
+		t.Fatalf("the right key no longer opens the store: %v\n%s", err, out)
+	}
+}
+
+func sha(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
