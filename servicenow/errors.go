@@ -155,6 +155,10 @@ func classifyTransportError(ctx context.Context, err error) error {
 		}
 		return &UnavailableError{Reason: "it did not answer within the call's time limit"}
 	}
+	var classified *UnavailableError
+	if errors.As(err, &classified) {
+		return classified // already says what went wrong (a body cut short)
+	}
 	var late *attemptTimeout
 	if errors.As(err, &late) {
 		return &UnavailableError{Reason: late.Error()}
