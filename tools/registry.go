@@ -296,9 +296,19 @@ func MarkdownTable() string {
 	return b.String()
 }
 
+// firstSentence cuts s after its first full stop, passing over the
+// abbreviations e.g. and i.e.
 func firstSentence(s string) string {
-	if i := strings.Index(s, ". "); i >= 0 {
-		return s[:i+1]
+	for from := 0; ; {
+		i := strings.Index(s[from:], ". ")
+		if i < 0 {
+			return s
+		}
+		end := from + i + 1
+		if strings.HasSuffix(s[:end], "e.g.") || strings.HasSuffix(s[:end], "i.e.") {
+			from = end
+			continue
+		}
+		return s[:end]
 	}
-	return s
 }
