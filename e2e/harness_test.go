@@ -601,23 +601,8 @@ func inspector(t *testing.T, cfg serverConfig, args ...string) (stdout string, c
 	var out bytes.Buffer
 	errBuf := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = &out, errBuf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(stepTimeout):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		t.Fatalf("inspector %v did not finish within %s; stderr:\n%s", args, stepTimeout, errBuf.String())
-	}
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatal(err)
+	if err := runBounded(t, cmd); err != nil {
+		t.Fatalf("inspector %v: %v; stderr:\n%s", args, err, errBuf.String())
 	}
 	failOnRace(t, "servicenow-mcp serve (inspector)", errBuf)
 	if t.Failed() {

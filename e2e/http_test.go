@@ -14,6 +14,7 @@ import (
 // reads it over legacy SSE, each caller identified by its API key; a caller
 // without a key is refused.
 func TestHTTPTransports(t *testing.T) {
+	t.Parallel()
 	requireClients(t)
 	const bobKey = "e2e-key-for-bob-0123456789abcdef"
 	cfg := newServerConfig(t)
@@ -89,6 +90,7 @@ var conformanceRequired = []string{
 // streamable HTTP endpoint. The suite cannot send an API key, so this
 // server runs without keys, which is allowed on loopback only.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	requireClients(t)
 	cfg := newServerConfig(t)
 	sb := startSandbox(t, cfg.redirectURI())
