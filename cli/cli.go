@@ -5,6 +5,8 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -183,13 +185,17 @@ func loadKeys(cfg *config.Config, log zerolog.Logger) (storage.Keyring, error) {
 // startSandbox runs the simulated instance in this process and adds the
 // connection "sandbox" that points at it.
 func startSandbox(ctx context.Context, cfg *config.Config, log zerolog.Logger) (func(), error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+	stateFile, err := sandboxStateFile(cfg.DataDir)
+	if err != nil {
+		return nil, err
 	}
-	run, err := sandbox.Start(ctx, "127.0.0.1:0", sandbox.Options{
-		RedirectURIs: []string{cfg.RedirectURI()},
-		StateFile:    filepath.Join(cfg.DataDir, "sandbox-state.json"),
-	})
+	opts := sandbox.Options{RedirectURIs: []string{cfg.RedirectURI()}, StateFile: stateFile}
+	// A stable port keeps links and tokens valid across restarts; when it
+	// is taken (another servicenow-mcp with its own sandbox), use any port.
+	run, err := sandbox.Start(ctx, sandboxAddr, opts)
+	if err != nil {
+		run, err = sandbox.Start(ctx, "127.0.0.1:0", opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
@@ -213,6 +219,27 @@ func startSandbox(ctx context.Context, cfg *config.Config, log zerolog.Logger) (
 		Str("sign_in_users", strings.Join(users, "; ")).
 		Msg("sandbox ServiceNow instance running in this process; sign in on its consent page with one of these users (user/password)")
 	return run.Close, nil
+}
+
+// sandboxAddr is where serve --sandbox tries to run its instance.
+const sandboxAddr = "127.0.0.1:8766"
+
+// sandboxStateFile keeps the simulated instance's records and tokens
+// between runs. It lives outside the data directory: the sandbox stores
+// its tokens in plain form, and nothing plain belongs beside our sealed
+// store.
+func sandboxStateFile(dataDir string) (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	dir := filepath.Join(base, "servicenow-mcp")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("sandbox state directory: %w", err)
+	}
+	abs, _ := filepath.Abs(dataDir)
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(dir, "sandbox-"+hex.EncodeToString(sum[:6])+".json"), nil
 }
 
 func sandboxSecret() string {

@@ -34,7 +34,10 @@ func (m *Manager) Link(ctx context.Context, key storage.AccountKey) (*Link, erro
 	}
 	v, err, _ := m.refreshes.Do("link\x00"+key.Connection+"\x00"+key.User, func() (any, error) {
 		p, err := m.store.PendingFor(ctx, key)
-		if err == nil && p.ExpiresAt.Sub(m.now()) > m.linkExpiry/5 {
+		// Reuse only a link built for this instance and redirect URI: the
+		// connection may have moved since (another process, a new port).
+		if err == nil && p.ExpiresAt.Sub(m.now()) > m.linkExpiry/5 &&
+			p.RedirectURI == m.redirectURI && strings.HasPrefix(p.AuthURL, conn.oauth.Endpoint.AuthURL+"?") {
 			return &Link{Connection: key.Connection, User: key.User, URL: p.AuthURL, ExpiresAt: p.ExpiresAt}, nil
 		}
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {

@@ -149,7 +149,9 @@ func (e *env) tokenRequests(grant, outcome string) int64 {
 	return e.sandbox.Server.Stats().TokenRequests[grant][outcome]
 }
 
-func key(user string) storage.AccountKey { return storage.AccountKey{Connection: "sandbox", User: user} }
+func key(user string) storage.AccountKey {
+	return storage.AccountKey{Connection: "sandbox", User: user}
+}
 
 func TestLinkIsReusedAndCarriesPKCE(t *testing.T) {
 	e := newEnv(t, sandbox.Options{})
@@ -415,5 +417,28 @@ func TestDisconnectRevokes(t *testing.T) {
 	}
 	if _, err := e.mgr.Token(ctx, key("alice")); !errors.Is(err, oauth.ErrNeedsAuthorization) {
 		t.Fatalf("Token after disconnect: %v", err)
+	}
+}
+
+func TestLinkIsNotReusedForAnotherInstance(t *testing.T) {
+	e := newEnv(t, sandbox.Options{})
+	first := e.link("alice")
+
+	moved := oauth.NewManager(oauth.Options{
+		Store: e.store,
+		Connections: []config.Connection{{
+			Name: "sandbox", InstanceURL: "http://127.0.0.1:1", ClientID: "sandbox-client", ClientSecret: "sandbox-secret",
+		}},
+		RedirectURI: e.callback.URL + "/oauth/callback",
+		LinkExpiry:  10 * time.Minute,
+		Logger:      zerolog.Nop(),
+		Now:         e.clock.Now,
+	})
+	l, err := moved.Link(context.Background(), key("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.URL == first || !strings.HasPrefix(l.URL, "http://127.0.0.1:1/oauth_auth.do?") {
+		t.Fatalf("link for the moved instance = %s", l.URL)
 	}
 }
