@@ -7,14 +7,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -192,11 +195,17 @@ func startSandbox(ctx context.Context, cfg *config.Config, log zerolog.Logger) (
 	opts := sandbox.Options{RedirectURIs: []string{cfg.RedirectURI()}, StateFile: stateFile}
 	// A stable port keeps links and tokens valid across restarts; when it
 	// is taken (another servicenow-mcp with its own sandbox), use any port.
-	run, err := sandbox.Start(ctx, sandboxAddr, opts)
-	if err != nil {
-		run, err = sandbox.Start(ctx, "127.0.0.1:0", opts)
-	}
-	if err != nil {
+	url, users, stop := "", []sandbox.SeedUser(nil), func() {}
+	if run, err := sandbox.Start(ctx, sandboxAddr, opts); err == nil {
+		url, users, stop = run.URL, run.Server.Users(), run.Close
+	} else if shared, ok := runningSandbox(ctx, "http://"+sandboxAddr); ok {
+		// Another servicenow-mcp on this machine already runs one: share
+		// it, so that both processes see the same accounts' tokens.
+		url, users = "http://"+sandboxAddr, shared
+		log.Info().Str("url", url).Msg("using the sandbox instance another servicenow-mcp process runs")
+	} else if run, err := sandbox.Start(ctx, "127.0.0.1:0", opts); err == nil {
+		url, users, stop = run.URL, run.Server.Users(), run.Close
+	} else {
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
 	hasDefault := false
@@ -205,20 +214,40 @@ func startSandbox(ctx context.Context, cfg *config.Config, log zerolog.Logger) (
 	}
 	cfg.AddConnection(config.Connection{
 		Name:         "sandbox",
-		InstanceURL:  run.URL,
+		InstanceURL:  url,
 		ClientID:     "sandbox-client",
 		ClientSecret: sandboxSecret(),
 		Scopes:       []string{"useraccount"},
 		Default:      !hasDefault,
 	})
-	var users []string
-	for _, u := range run.Server.Users() {
-		users = append(users, fmt.Sprintf("%s/%s (%s)", u.UserName, u.Password, strings.Join(u.Roles, ",")))
+	var signIn []string
+	for _, u := range users {
+		signIn = append(signIn, fmt.Sprintf("%s/%s (%s)", u.UserName, u.Password, strings.Join(u.Roles, ",")))
 	}
-	log.Info().Str("url", run.URL).Str("connection", "sandbox").
-		Str("sign_in_users", strings.Join(users, "; ")).
-		Msg("sandbox ServiceNow instance running in this process; sign in on its consent page with one of these users (user/password)")
-	return run.Close, nil
+	log.Info().Str("url", url).Str("connection", "sandbox").
+		Str("sign_in_users", strings.Join(signIn, "; ")).
+		Msg("sandbox ServiceNow instance for the connection \"sandbox\"; sign in on its consent page with one of these users (user/password)")
+	return stop, nil
+}
+
+// runningSandbox asks addr whether a sandbox instance answers there.
+func runningSandbox(ctx context.Context, base string) ([]sandbox.SeedUser, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/sandbox/users", nil)
+	if err != nil {
+		return nil, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, false
+	}
+	defer resp.Body.Close()
+	var users []sandbox.SeedUser
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&users) != nil {
+		return nil, false
+	}
+	return users, true
 }
 
 // sandboxAddr is where serve --sandbox tries to run its instance.
