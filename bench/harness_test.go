@@ -229,6 +229,20 @@ func (s *sandboxProc) stats(tb testing.TB) sandboxStats {
 	return st
 }
 
+// setFaults replaces the sandbox's fault switches (see docs/SANDBOX.md).
+func (s *sandboxProc) setFaults(tb testing.TB, doc string) {
+	tb.Helper()
+	req, _ := http.NewRequest(http.MethodPut, s.URL+"/sandbox/faults", strings.NewReader(doc))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("set sandbox faults: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		tb.Fatalf("set sandbox faults %s: HTTP %d", doc, resp.StatusCode)
+	}
+}
+
 func (s *sandboxProc) refreshes(tb testing.TB) int64 {
 	return s.stats(tb).TokenRequests["refresh_token"]["ok"]
 }
@@ -321,7 +335,6 @@ connections:
 	}
 	return in
 }
-
 
 // seedStore writes accounts through the product's store, concurrently so
 // that the durable writes share fsyncs.

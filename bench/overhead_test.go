@@ -33,9 +33,23 @@ type caller func() error
 // streamable HTTP, interleaved with 32 calls in flight, so that every
 // kind of call sees the same machine at the same moment. Added latency
 // is the tool call's quantile minus the direct call's.
+//
+// instance=50ms makes the sandbox answer the API as slowly as a real
+// instance does (its delay fault), which is the condition of the
+// target; instance=0ms answers at once, so that 32 calls in flight keep
+// both cores busy and every call waits in line for CPU.
 func BenchmarkOverhead(b *testing.B) {
+	for _, delay := range []time.Duration{50 * time.Millisecond, 0} {
+		b.Run(fmt.Sprintf("instance=%v", delay), func(b *testing.B) { overhead(b, delay) })
+	}
+}
+
+func overhead(b *testing.B, delay time.Duration) {
 	sb := sandbox(b)
 	calls := 3000
+	if delay > 0 {
+		calls = 6000
+	}
 	if short() {
 		calls = 120
 	}
@@ -78,6 +92,9 @@ func BenchmarkOverhead(b *testing.B) {
 		}
 	}
 
+	sb.setFaults(b, fmt.Sprintf(`{"delay":"%v","scope":"api"}`, delay))
+	defer sb.setFaults(b, `{}`)
+	stdioCPU, httpCPU := cpuTime(b, stdioSrv.pid()), cpuTime(b, httpSrv.pid())
 	lat := make([]samples, len(kinds))
 	b.ResetTimer()
 	for range b.N {
@@ -110,6 +127,10 @@ func BenchmarkOverhead(b *testing.B) {
 		}
 	}
 	b.StopTimer()
+	// Each server process serves two of the six kinds.
+	perServer := float64(b.N*calls) * 2 / float64(len(kinds))
+	b.ReportMetric(float64((cpuTime(b, stdioSrv.pid())-stdioCPU).Microseconds())/perServer, "stdio-server-cpu-µs/call")
+	b.ReportMetric(float64((cpuTime(b, httpSrv.pid())-httpCPU).Microseconds())/perServer, "http-server-cpu-µs/call")
 
 	by := map[string]*samples{}
 	for i, k := range kinds {
