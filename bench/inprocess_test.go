@@ -18,7 +18,7 @@ func BenchmarkToolCallInProcess(b *testing.B) {
 	env := testenv.New(b, testenv.Options{Link: []string{"alice"}, Budget: config.DefaultAnswerBudget})
 	for _, c := range []struct {
 		name, tool string
-		args map[string]any
+		args       map[string]any
 	}{
 		{"request", "servicenow_request", requestArgs},
 		{"query", "servicenow_query_records", queryArgs},
