@@ -1,12 +1,23 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -617,4 +628,92 @@ func TestIsSSEResponseEvent(t *testing.T) {
 			t.Errorf("isSSEResponseEvent(%q) = %v, want %v", event, got, want)
 		}
 	}
+}
+
+// TestTLS serves HTTPS from a certificate and key file; public_url then
+// defaults to https and the SSE endpoint event says so.
+func TestTLS(t *testing.T) {
+	inst := newFakeInstance(t)
+	certFile, keyFile, pool := selfSignedCert(t)
+	_, srv := newTestServer(t, inst, func(c *config.Config) {
+		c.Server.TLSCert, c.Server.TLSKey = certFile, keyFile
+		c.Server.PublicURL = "https://" + strings.TrimPrefix(c.Server.PublicURL, "http://")
+	})
+	base := "https://" + strings.TrimPrefix(srv.URL, "http://")
+	httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer httpsClient.CloseIdleConnections()
+
+	req, _ := http.NewRequest(http.MethodPost, base+StreamablePath, strings.NewReader(initializeBody))
+	req.Header.Set("Authorization", "Bearer "+aliceKey)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := httpsClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Fatalf("initialize over HTTPS: status %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+SSEPath, nil)
+	req.Header.Set("Authorization", "Bearer "+aliceKey)
+	stream, err := httpsClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if name, data := nextEvent(t, bufio.NewReader(stream.Body)); name != "endpoint" || !strings.HasPrefix(data, base+MessagePath+"?sessionId=") {
+		t.Errorf("endpoint event %s %q, want %s%s", name, data, base, MessagePath)
+	}
+
+	plain := rawRequest(t, http.MethodGet, srv.URL+"/healthz", nil, "")
+	plain.Body.Close()
+	if plain.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain HTTP to the TLS listener: status %d, want 400", plain.StatusCode)
+	}
+}
+
+// selfSignedCert writes a certificate for 127.0.0.1 and its key, and
+// returns their paths and a pool that trusts the certificate.
+func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "servicenow-mcp test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
