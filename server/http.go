@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,10 +100,20 @@ func (a *App) serveHTTP(ctx context.Context, ln net.Listener, opts httpOptions) 
 	}
 
 	s := &a.cfg.Server
+	if s.TLSCert != "" {
+		// Loaded here so that a bad file stops the start with its name.
+		cert, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
+		if err != nil {
+			_ = ln.Close()
+			t.closeStreams(context.Background())
+			return fmt.Errorf("server.tls_cert_file and server.tls_key_file: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	served := make(chan error, 1)
 	go func() {
-		if s.TLSCert != "" {
-			served <- srv.ServeTLS(ln, s.TLSCert, s.TLSKey)
+		if srv.TLSConfig != nil {
+			served <- srv.ServeTLS(ln, "", "")
 			return
 		}
 		served <- srv.Serve(ln)

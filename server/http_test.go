@@ -717,3 +717,23 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+func TestTLSBadCertificate(t *testing.T) {
+	inst := newFakeInstance(t)
+	certFile, _, _ := selfSignedCert(t)
+	garbage := filepath.Join(t.TempDir(), "garbage.key")
+	if err := os.WriteFile(garbage, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	app := newTestApp(t, testConfig(t, inst, func(c *config.Config) {
+		c.Server.TLSCert, c.Server.TLSKey = certFile, garbage
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = app.serveHTTP(context.Background(), ln, testOptions())
+	if err == nil || !strings.Contains(err.Error(), "server.tls_cert_file") {
+		t.Fatalf("serveHTTP with a bad key file = %v, want an error naming the config keys", err)
+	}
+}
