@@ -172,7 +172,9 @@ func (a *App) newHTTPTransport(opts httpOptions) (*httpTransport, error) {
 		publicHost: public.Hostname(),
 	}
 	// mcp-go logs session ids; ours never do.
-	mcpLog := slog.New(sessionFreeHandler{zerolog.NewSlogHandler(a.log.With().Str("component", "mcp-http").Logger())})
+	mcpLog := slog.New(sessionFreeHandler{
+		zerolog.NewSlogHandler(a.log.With().Str("component", "mcp-http").Logger()),
+	})
 
 	// DNS-rebinding protection is ours (guard): mcp-go's refuses a
 	// reverse proxy on the same host that keeps the public Host header.
@@ -230,7 +232,8 @@ func (t *httpTransport) shutdown(srv *http.Server, served <-chan error, bound ti
 	log.Info().Int("in_flight", t.inflight.count()).Dur("bound", bound).Msg("shutting down: no new connections")
 
 	if err := t.inflight.wait(ctx); err != nil {
-		log.Warn().Int("in_flight", t.inflight.count()).Msg("shutdown bound reached with requests in flight; cutting them off")
+		log.Warn().Int("in_flight", t.inflight.count()).
+			Msg("shutdown bound reached with requests in flight; cutting them off")
 	}
 	t.closeStreams(ctx)
 
@@ -260,7 +263,8 @@ func (t *httpTransport) serveStreamable(w http.ResponseWriter, r *http.Request) 
 	switch r.Method {
 	case http.MethodDelete:
 		if id == "" {
-			writeJSONRPCError(w, http.StatusBadRequest, -32600, "DELETE needs the "+mcpserver.HeaderKeySessionID+" header")
+			writeJSONRPCError(w, http.StatusBadRequest, -32600,
+				"DELETE needs the "+mcpserver.HeaderKeySessionID+" header")
 			return
 		}
 		fallthrough
@@ -285,7 +289,8 @@ func (t *httpTransport) serveStreamable(w http.ResponseWriter, r *http.Request) 
 }
 
 func writeUnknownSession(w http.ResponseWriter) {
-	writeJSONRPCError(w, http.StatusNotFound, -32001, "unknown or ended session; start a new one with initialize")
+	writeJSONRPCError(w, http.StatusNotFound, -32001,
+		"unknown or ended session; start a new one with initialize")
 }
 
 type sseSlotKey struct{}
