@@ -62,8 +62,11 @@ func (p *instanceProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		form, _ := url.ParseQuery(string(body))
-		for _, name := range []string{"code", "code_verifier", "refresh_token", "client_secret"} {
-			p.add(form.Get(name), name)
+		for name, what := range map[string]string{
+			"code": "authorization code", "code_verifier": "code_verifier",
+			"refresh_token": "refresh token", "client_secret": "client_secret",
+		} {
+			p.add(form.Get(name), what)
 		}
 	}
 	p.rp.ServeHTTP(w, r)
