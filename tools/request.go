@@ -77,7 +77,7 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 
 	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{
 		Method: method, Path: path, Query: q, Body: body, Headers: headers,
-		MaxBody: readCap(d.Budget),
+		MaxBody: readCap(d.budget()),
 	})
 	if err != nil {
 		return failure(ctx, d, c, err)
@@ -93,7 +93,7 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	if len(hs) > 0 {
 		out["headers"] = hs
 	}
-	shaped, note := shapeBody(resp.Body, resp.Truncated, d.Budget)
+	shaped, note := shapeBody(resp.Body, resp.Truncated, d.budget())
 	if shaped != nil {
 		out["body"] = shaped
 	}
