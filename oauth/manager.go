@@ -239,6 +239,14 @@ func (m *Manager) refreshLocked(ctx context.Context, key storage.AccountKey, sta
 		m.Forget(key)
 		return "", ErrNeedsAuthorization
 	}
+	if errors.Is(err, storage.ErrCorrupt) {
+		// One damaged record: this account needs a new link, which
+		// replaces the record; every other account carries on.
+		m.Forget(key)
+		m.log.Error().Str("connection", key.Connection).Str("user", key.User).Str("error", err.Error()).
+			Msg("the stored account record is corrupted; the user is asked to link again")
+		return "", ErrNeedsAuthorization
+	}
 	if err != nil {
 		return "", fmt.Errorf("read account: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"servicenow-mcp/oauth"
 	"servicenow-mcp/servicenow"
+	"servicenow-mcp/storage"
 )
 
 func errorResult(format string, a ...any) *mcp.CallToolResult {
@@ -124,6 +125,12 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 		return jsonError(map[string]any{
 			"error": client.Error(),
 			"hint":  "This is a server configuration problem, not the user's: tell the operator of this MCP server.",
+		})
+	case errors.Is(err, storage.ErrWrongKey):
+		c.outcome = "configuration_error"
+		return jsonError(map[string]any{
+			"error": "the server cannot decrypt this account's stored tokens: its encryption key is not the one they were sealed with",
+			"hint":  "This is a server configuration problem, not the user's: tell the operator of this MCP server to restore the previous encryption key (see SECURITY.md).",
 		})
 	case errors.Is(err, oauth.ErrUnknownConnection):
 		c.outcome = "bad_arguments"
