@@ -147,9 +147,9 @@ func TestNoSecretEscapes(t *testing.T) {
 	}})
 	encKey := bytes.Repeat([]byte{7}, 32) // testenv's encryption key
 	s := &leakStory{t: t, e: e, proxy: proxy, logs: logs, secrets: map[string]string{
-		apiKey:                                    "API key",
-		hex.EncodeToString(encKey):                "encryption key (hex)",
-		base64.StdEncoding.EncodeToString(encKey): "encryption key (base64)",
+		apiKey:                     "API key",
+		hex.EncodeToString(encKey): "encryption key (hex)",
+		base64.StdEncoding.EncodeToString(encKey):    "encryption key (base64)",
 		base64.RawURLEncoding.EncodeToString(encKey): "encryption key (base64url)",
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
