@@ -282,7 +282,7 @@ func (c *Client) send(ctx context.Context, base *url.URL, method, token string, 
 	if limit <= 0 {
 		limit = DefaultMaxBody
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	data, err := readLimited(resp.Body, resp.ContentLength, limit+1)
 	if err != nil {
 		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer was cut short while it was being read (" + plainNetError(err) + ")", Partial: true}
 	}
@@ -422,4 +422,16 @@ func isTransient(err error) bool {
 		return false
 	}
 	return !errors.Is(err, context.Canceled)
+}
+
+// readLimited reads at most limit bytes, sizing the buffer from the
+// declared length when there is one instead of growing it step by step.
+func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
+	size := int64(bytes.MinRead)
+	if declared > 0 {
+		size = min(declared+1, limit)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(io.LimitReader(r, limit))
+	return buf.Bytes(), err
 }

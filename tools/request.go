@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -83,25 +84,40 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 		return failure(ctx, d, c, err)
 	}
 
-	out := map[string]any{"status": resp.Status}
 	hs := map[string]string{}
 	for k := range resp.Header {
 		if k != "Content-Type" {
 			hs[k] = strings.Join(resp.Header.Values(k), ", ")
 		}
 	}
-	if len(hs) > 0 {
-		out["headers"] = hs
-	}
 	shaped, note := shapeBody(resp.Body, resp.Truncated, d.budget())
-	if shaped != nil {
-		out["body"] = shaped
+	return mcp.NewToolResultText(string(requestAnswer(resp.Status, hs, shaped, note)))
+}
+
+// requestAnswer writes {"status","headers","body","truncated","note"} by
+// hand: the body is already compact JSON, and encoding/json would scan
+// it once more to check and compact it again.
+func requestAnswer(status int, headers map[string]string, body json.RawMessage, note string) []byte {
+	var b bytes.Buffer
+	b.Grow(len(body) + 256)
+	b.WriteString(`{"status":`)
+	b.WriteString(strconv.Itoa(status))
+	if len(headers) > 0 {
+		hb, _ := marshal(headers)
+		b.WriteString(`,"headers":`)
+		b.Write(hb)
+	}
+	if body != nil {
+		b.WriteString(`,"body":`)
+		b.Write(body)
 	}
 	if note != "" {
-		out["truncated"] = true
-		out["note"] = note
+		nb, _ := marshal(note)
+		b.WriteString(`,"truncated":true,"note":`)
+		b.Write(nb)
 	}
-	return jsonResult(out)
+	b.WriteByte('}')
+	return b.Bytes()
 }
 
 func allowedHeader(h string) bool {
@@ -114,9 +130,10 @@ func allowedHeader(h string) bool {
 }
 
 // readCap is how much of an answer is read for a budget: enough to fill
-// the budget after compaction, never the whole of a huge answer.
+// the budget with whole records after shaping, never the whole of a huge
+// answer, so memory follows the budget and not the answer's size.
 func readCap(budget int) int64 {
-	return int64(max(8*budget, 256<<10))
+	return int64(2*budget + 16<<10)
 }
 
 // shapeBody compacts a JSON body into the budget, cutting whole records
