@@ -152,9 +152,17 @@ func stopAll() {
 // that no user config or key file is read.
 func cleanEnv() []string {
 	home := filepath.Join(workDir, "home")
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home,
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home,
 		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "XDG_DATA_HOME=" + filepath.Join(home, ".local/share"),
 		"USER=bench", "SANDBOX_CLIENT_SECRET=" + clientSecret}
+	// BENCH_SERVER_GO* variables reach the children as GO*, for trying
+	// runtime settings (BENCH_SERVER_GOGC=200, BENCH_SERVER_GOMAXPROCS=1).
+	for _, v := range []string{"GOGC", "GOMAXPROCS", "GODEBUG", "GOMEMLIMIT"} {
+		if val, ok := os.LookupEnv("BENCH_SERVER_" + v); ok {
+			env = append(env, v+"="+val)
+		}
+	}
+	return env
 }
 
 // freeAddr picks a loopback port that is free right now.
