@@ -50,14 +50,16 @@ const (
 
 // recordList is the answer of a list tool.
 type recordList struct {
-	Table      string           `json:"table"`
-	Total      *int64           `json:"total,omitempty"`
-	Returned   int              `json:"returned"`
-	Offset     int64            `json:"offset"`
-	NextOffset *int64           `json:"next_offset,omitempty"`
-	Records    []map[string]any `json:"records"`
-	Truncated  bool             `json:"truncated,omitempty"`
-	Notes      []string         `json:"notes,omitempty"`
+	Table      string `json:"table"`
+	Total      *int64 `json:"total,omitempty"`
+	Returned   int    `json:"returned"`
+	Offset     int64  `json:"offset"`
+	NextOffset *int64 `json:"next_offset,omitempty"`
+	// Records holds each shaped record encoded once: measuring a record
+	// against the budget and writing the answer share one encoding.
+	Records   []json.RawMessage `json:"records"`
+	Truncated bool              `json:"truncated,omitempty"`
+	Notes     []string          `json:"notes,omitempty"`
 }
 
 // listRecords runs one Table API list and shapes it for a model.
@@ -98,21 +100,26 @@ func listRecords(ctx context.Context, d *Deps, c *Call, spec ListSpec) *mcp.Call
 		return recordFailure(ctx, d, c, spec.Table, "read", err)
 	}
 
-	out := recordList{Table: meta.Name, Offset: offset, Records: []map[string]any{}}
+	out := recordList{Table: meta.Name, Offset: offset, Records: []json.RawMessage{}}
 	if n, err := strconv.ParseInt(resp.Header.Get("X-Total-Count"), 10, 64); err == nil {
 		out.Total = &n
 	}
 	shaper := newShaper(ctx, d, c, meta, fields)
 	size := 256
+	kept := make([]map[string]any, 0, len(raw))
 	for _, r := range raw {
 		rec := shaper.shape(r)
-		b, _ := marshal(rec)
+		b, err := marshal(rec)
+		if err != nil {
+			continue
+		}
 		if size+len(b)+1 > d.budget() && len(out.Records) > 0 {
 			out.Truncated = true
 			break
 		}
 		size += len(b) + 1
-		out.Records = append(out.Records, rec)
+		out.Records = append(out.Records, b)
+		kept = append(kept, rec)
 	}
 	out.Returned = len(out.Records)
 	next := offset + int64(out.Returned)
@@ -126,7 +133,7 @@ func listRecords(ctx context.Context, d *Deps, c *Call, spec ListSpec) *mcp.Call
 	case out.Total == nil && int64(len(raw)) == limit:
 		out.NextOffset = &next
 	}
-	out.Notes = append(out.Notes, shaper.journalNotes(out.Records)...)
+	out.Notes = append(out.Notes, shaper.journalNotes(kept)...)
 	return jsonResult(out)
 }
 
@@ -702,21 +709,31 @@ func resultList(resp *servicenow.Response) ([]map[string]any, error) {
 		}
 		return out, nil
 	}
+	// One pass over the body: the result is a list of records or a single
+	// record, and anything else is not a Table API answer.
 	var body struct {
-		Result json.RawMessage `json:"result"`
+		Result any `json:"result"`
 	}
 	if err := json.Unmarshal(resp.Body, &body); err != nil {
 		return nil, fmt.Errorf("decode answer: %w", err)
 	}
-	var list []map[string]any
-	if json.Unmarshal(body.Result, &list) == nil {
+	switch r := body.Result.(type) {
+	case map[string]any:
+		return []map[string]any{r}, nil
+	case []any:
+		list := make([]map[string]any, 0, len(r))
+		for _, v := range r {
+			m, ok := v.(map[string]any)
+			if !ok {
+				return nil, fmt.Errorf("decode answer: a result entry is %T, not a record", v)
+			}
+			list = append(list, m)
+		}
 		return list, nil
+	case nil:
+		return nil, errors.New("decode answer: the answer has no result")
 	}
-	var one map[string]any
-	if err := json.Unmarshal(body.Result, &one); err != nil {
-		return nil, fmt.Errorf("decode answer: %w", err)
-	}
-	return []map[string]any{one}, nil
+	return nil, fmt.Errorf("decode answer: the result is %T, not records", body.Result)
 }
 
 // shaper renders records compactly: plain strings for plain fields,
