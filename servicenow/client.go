@@ -424,14 +424,32 @@ func isTransient(err error) bool {
 	return !errors.Is(err, context.Canceled)
 }
 
-// readLimited reads at most limit bytes, sizing the buffer from the
-// declared length when there is one instead of growing it step by step.
+// readLimited reads at most limit bytes. The buffer starts at the declared
+// length when there is one (one allocation) and otherwise grows by
+// doubling, never past limit, so a long answer costs at most about twice
+// the limit in garbage rather than the doubling of an unbounded read.
 func readLimited(r io.Reader, declared, limit int64) ([]byte, error) {
-	size := int64(bytes.MinRead)
+	size := min(int64(16<<10), limit)
 	if declared > 0 {
 		size = min(declared+1, limit)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	_, err := buf.ReadFrom(io.LimitReader(r, limit))
-	return buf.Bytes(), err
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) >= limit {
+				return buf, nil
+			}
+			grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit))
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }

@@ -1,13 +1,16 @@
 package servicenow
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"servicenow-mcp/config"
@@ -252,6 +255,42 @@ func TestRawDownloads(t *testing.T) {
 			}
 			if err != nil || string(resp.Body) != tt.body {
 				t.Fatalf("Do = %v, %v", resp, err)
+			}
+		})
+	}
+}
+
+func TestReadLimited(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 10_000) // 100,000 bytes
+	boom := errors.New("connection reset")
+	cases := []struct {
+		name     string
+		r        io.Reader
+		declared int64
+		limit    int64
+		want     int
+		wantErr  error
+	}{
+		{"declared, under the limit", bytes.NewReader(body), int64(len(body)), 200_000, len(body), nil},
+		{"undeclared, under the limit", bytes.NewReader(body), -1, 200_000, len(body), nil},
+		{"undeclared, over the limit", bytes.NewReader(body), -1, 40_001, 40_001, nil},
+		{"declared, over the limit", bytes.NewReader(body), int64(len(body)), 40_001, 40_001, nil},
+		{"limit of one byte", bytes.NewReader(body), -1, 1, 1, nil},
+		{"empty", bytes.NewReader(nil), 0, 100, 0, nil},
+		{"one byte at a time", iotest.OneByteReader(bytes.NewReader(body[:5000])), -1, 100_000, 5000, nil},
+		{"error part way", io.MultiReader(bytes.NewReader(body[:3000]), iotest.ErrReader(boom)), -1, 100_000, 3000, boom},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := readLimited(c.r, c.declared, c.limit)
+			if !errors.Is(err, c.wantErr) {
+				t.Fatalf("error %v, want %v", err, c.wantErr)
+			}
+			if len(got) != c.want || !bytes.Equal(got, body[:c.want]) {
+				t.Fatalf("read %d bytes, want the first %d", len(got), c.want)
+			}
+			if int64(cap(got)) > max(c.limit, int64(16<<10)) {
+				t.Fatalf("buffer capacity %d is past the limit %d", cap(got), c.limit)
 			}
 		})
 	}
