@@ -105,7 +105,7 @@ func listRecords(ctx context.Context, d *Deps, c *Call, spec ListSpec) *mcp.Call
 		out.Total = &n
 	}
 	shaper := newShaper(ctx, d, c, meta, fields)
-	size := 256
+	size := 512 // the envelope and its notes
 	kept := make([]map[string]any, 0, len(raw))
 	for _, r := range raw {
 		rec := shaper.shape(r)
@@ -122,19 +122,50 @@ func listRecords(ctx context.Context, d *Deps, c *Call, spec ListSpec) *mcp.Call
 		kept = append(kept, rec)
 	}
 	out.Returned = len(out.Records)
-	next := offset + int64(out.Returned)
+	// ServiceNow pages over the rows the query matched and then drops the
+	// rows this user may not read, so a page may hold fewer than limit
+	// records (even none) while more follow. The next page therefore
+	// starts limit rows on, not after the records that came back; only a
+	// page cut to the budget continues after its last record kept.
+	expected := limit
+	if out.Total != nil {
+		expected = min(limit, max(*out.Total-offset, 0))
+	}
+	hidden := int64(len(raw)) < expected
+	next := offset + limit
+	more := false
 	switch {
 	case out.Truncated || resp.Truncated:
 		out.Truncated = true
+		next, more = offset+int64(out.Returned), true
+		note := fmt.Sprintf("The answer was cut to fit the size budget: %d whole records kept of the %d fetched. Continue with offset=%d, or ask for fewer fields.", out.Returned, len(raw), next)
+		if hidden {
+			note += " Access rules hid some rows of this page, so the next page may repeat a record."
+		}
+		out.Notes = append(out.Notes, note)
+	case out.Total != nil:
+		more = next < *out.Total
+	default:
+		more = !hidden || hasNextLink(resp.Header.Get("Link"))
+	}
+	if more {
 		out.NextOffset = &next
-		out.Notes = append(out.Notes, fmt.Sprintf("The answer was cut to fit the size budget: %d whole records kept of the %d fetched. Continue with offset=%d, or ask for fewer fields.", out.Returned, len(raw), next))
-	case out.Total != nil && next < *out.Total:
-		out.NextOffset = &next
-	case out.Total == nil && int64(len(raw)) == limit:
-		out.NextOffset = &next
+		if hidden && !out.Truncated {
+			out.Notes = append(out.Notes, fmt.Sprintf("%d of the %d rows on this page came back: ServiceNow drops rows this user may not read after paging. More rows follow; continue with offset=%d.", len(raw), expected, next))
+		}
 	}
 	out.Notes = append(out.Notes, shaper.journalNotes(kept)...)
 	return jsonResult(out)
+}
+
+// hasNextLink reports whether a Link header has a rel="next" target.
+func hasNextLink(link string) bool {
+	for part := range strings.SplitSeq(link, ",") {
+		if strings.Contains(strings.ReplaceAll(part, " ", ""), `rel="next"`) {
+			return true
+		}
+	}
+	return false
 }
 
 // getRecord reads one record by sys_id, or by number on tables that have

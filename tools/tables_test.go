@@ -340,3 +340,63 @@ func TestAggregateAndDescribe(t *testing.T) {
 	}
 	failsWith(t, env.Call(t, "alice", "servicenow_describe_table", map[string]any{"table": "nope_table"}), "nope_table")
 }
+
+// ServiceNow drops the rows a user may not read after it has paged, so a
+// page can be short or empty while more rows follow. Paging by
+// next_offset must still reach every visible record, once, and end.
+func TestPagingPastHiddenRows(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"carol", "alice"}})
+	for _, c := range []struct {
+		name, user string
+		limit      int
+		budget     bool
+	}{
+		{"rows hidden from a user without roles", "carol", 3, false},
+		{"rows hidden, pages of one", "carol", 1, false},
+		{"nothing hidden", "alice", 7, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			all := records(t, ok(t, env.Call(t, c.user, "servicenow_query_records",
+				map[string]any{"table": "incident", "fields": []string{"number"}, "limit": 100})))
+			want := map[string]bool{}
+			for _, r := range all {
+				want[value(r["number"])] = true
+			}
+			if len(want) == 0 {
+				t.Fatal("the user sees no incidents; the test needs some")
+			}
+			seen := map[string]int{}
+			var offset any = 0
+			shortPage := false
+			for pages := 0; offset != nil; pages++ {
+				if pages > 200 {
+					t.Fatalf("paging did not end; at offset %v", offset)
+				}
+				m := ok(t, env.Call(t, c.user, "servicenow_query_records",
+					map[string]any{"table": "incident", "fields": []string{"number"}, "limit": c.limit, "offset": offset}))
+				rs := records(t, m)
+				if len(rs) < c.limit && m["next_offset"] != nil {
+					shortPage = true
+					if m["next_offset"] != m["offset"].(float64)+float64(c.limit) {
+						t.Fatalf("a short page at offset %v goes on at %v, want offset+limit", m["offset"], m["next_offset"])
+					}
+				}
+				for _, r := range rs {
+					seen[value(r["number"])]++
+				}
+				offset = m["next_offset"]
+			}
+			for n := range want {
+				if seen[n] != 1 {
+					t.Errorf("%s came back %d times, want once", n, seen[n])
+				}
+			}
+			if len(seen) != len(want) {
+				t.Errorf("paging saw %d records, one query saw %d", len(seen), len(want))
+			}
+			if c.user == "carol" && !shortPage {
+				t.Error("no page was short; the sandbox should hide rows from carol")
+			}
+		})
+	}
+}
