@@ -89,7 +89,9 @@ func All() []Def {
 }
 
 // Select applies toolsets, explicit tools, exclusions and read-only mode,
-// in that order. Unknown names are errors.
+// in that order. Explicit tools add to the toolsets (the default ones
+// when none are named). Unknown names, and a tool that writes named
+// together with read-only mode, are errors.
 func Select(sel config.Tools) ([]Def, error) {
 	all := All()
 	byName := map[string]Def{}
@@ -103,7 +105,7 @@ func Select(sel config.Tools) ([]Def, error) {
 
 	want := map[string]bool{}
 	for _, ts := range Toolsets {
-		if ts.Always || (len(sel.Toolsets) == 0 && len(sel.Enable) == 0 && ts.Default) {
+		if ts.Always || (len(sel.Toolsets) == 0 && ts.Default) {
 			want[ts.Name] = true
 		}
 	}
@@ -134,8 +136,12 @@ func Select(sel config.Tools) ([]Def, error) {
 		}
 	}
 	for _, name := range sel.Enable {
-		if _, ok := byName[name]; !ok {
+		d, ok := byName[name]
+		if !ok {
 			return nil, fmt.Errorf("unknown tool %q in tools: see `servicenow-mcp serve --help` for the list", name)
+		}
+		if sel.ReadOnly && !d.ReadOnly && d.Name != "servicenow_request" {
+			return nil, fmt.Errorf("tool %q changes ServiceNow, but read-only mode is on: drop it from tools, or turn read_only off", name)
 		}
 		chosen[name] = true
 	}
