@@ -209,7 +209,12 @@ func coerce(p Param, v any) (any, error) {
 			return nil, err
 		}
 		if f != math.Trunc(f) {
-			return nil, fmt.Errorf("must be a whole number, not %v", f)
+			return nil, fmt.Errorf("must be a whole number, not %s", formatNumber(f))
+		}
+		// Past 2^53 a float64 no longer holds every whole number, and past
+		// 2^63 the conversion below would wrap: refuse rather than guess.
+		if math.Abs(f) > maxExactInteger {
+			return nil, fmt.Errorf("is too large: %s is past %d", formatNumber(f), int64(maxExactInteger))
 		}
 		if err := p.inRange(f); err != nil {
 			return nil, err
@@ -328,14 +333,26 @@ func number(v any) (float64, error) {
 	return f, nil
 }
 
+// maxExactInteger is the largest whole number a float64 holds exactly.
+const maxExactInteger = 1<<53 - 1
+
 func (p Param) inRange(f float64) error {
 	if p.Min != nil && f < *p.Min {
-		return fmt.Errorf("must be at least %v, not %v", *p.Min, f)
+		return fmt.Errorf("must be at least %s, not %s", formatNumber(*p.Min), formatNumber(f))
 	}
 	if p.Max != nil && f > *p.Max {
-		return fmt.Errorf("must be at most %v, not %v", *p.Max, f)
+		return fmt.Errorf("must be at most %s, not %s", formatNumber(*p.Max), formatNumber(f))
 	}
 	return nil
+}
+
+// formatNumber writes a number as a person would type it: 1000000, not
+// 1e+06; exponents only where plain digits would run very long.
+func formatNumber(f float64) string {
+	if math.Abs(f) < 1e21 {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 func paramNames(ps []Param) []string {

@@ -9,6 +9,7 @@ import (
 func TestNormalise(t *testing.T) {
 	ps := []Param{
 		{Name: "limit", Type: "integer", Min: ptr(1), Max: ptr(100)},
+		{Name: "offset", Type: "integer", Min: ptr(0)},
 		{Name: "name", Type: "string", Required: true},
 		{Name: "flag", Type: "boolean"},
 		{Name: "query", Type: "object", Values: "string"},
@@ -28,6 +29,11 @@ func TestNormalise(t *testing.T) {
 		{"fraction refused", `{"name":"x","limit":10.5}`, nil, `argument "limit": must be a whole number`},
 		{"units refused", `{"name":"x","limit":"10px"}`, nil, `argument "limit": must be a number`},
 		{"negative refused", `{"name":"x","limit":-1}`, nil, `argument "limit": must be at least 1`},
+		{"large number written plainly", `{"name":"x","limit":1e6}`, nil, `argument "limit": must be at most 100, not 1000000`},
+		{"offset past 2^63 refused", `{"name":"x","offset":9223372036854775807}`, nil, `argument "offset": is too large`},
+		{"offset as huge string refused", `{"name":"x","offset":"1e300"}`, nil, `argument "offset": is too large`},
+		{"offset past 2^53 refused", `{"name":"x","offset":9007199254740993}`, nil, `argument "offset": is too large`},
+		{"offset at 2^53-1", `{"name":"x","offset":9007199254740991}`, map[string]any{"offset": int64(9007199254740991)}, ""},
 		{"unknown key refused", `{"name":"x","lmit":5}`, nil, `unknown argument "lmit"`},
 		{"missing required", `{}`, nil, `argument "name" is required`},
 		{"object as JSON string", `{"name":"x","query":"{\"a\":\"1\"}"}`, map[string]any{"query": map[string]any{"a": "1"}}, ""},
