@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode"
 
 	"github.com/rs/zerolog"
 
 	"servicenow-mcp/config"
 	"servicenow-mcp/tools"
 )
-
-// maxUserLength bounds an end-user name taken from a gateway header.
-const maxUserLength = 256
 
 // principal is the authenticated caller of one HTTP request: the API key
 // that signed it and the end user the request acts for.
@@ -104,7 +100,7 @@ func (a *authenticator) authenticate(r *http.Request) (principal, int, string) {
 	user := ""
 	if present {
 		user = strings.TrimSpace(strings.Join(named, ","))
-		if problem := checkUserName(user); problem != "" {
+		if problem := tools.CheckUserName(user); problem != "" {
 			return principal{}, http.StatusBadRequest, fmt.Sprintf("header %s %s", a.server.UserHeader, problem)
 		}
 	}
@@ -149,22 +145,6 @@ func bearerToken(header string) (string, bool) {
 	}
 	token = strings.TrimSpace(token)
 	return token, token != ""
-}
-
-// checkUserName accepts a printable name of bounded length.
-func checkUserName(user string) string {
-	if user == "" {
-		return "is empty; name the end user"
-	}
-	if len(user) > maxUserLength {
-		return fmt.Sprintf("is longer than %d bytes", maxUserLength)
-	}
-	for _, r := range user {
-		if !unicode.IsPrint(r) {
-			return "holds a control or non-printable character"
-		}
-	}
-	return ""
 }
 
 // writeJSONRPCError answers with an HTTP status and a JSON-RPC error

@@ -25,6 +25,7 @@ import (
 
 	"servicenow-mcp/config"
 	"servicenow-mcp/storage"
+	"servicenow-mcp/tools"
 )
 
 func TestCheckExposure(t *testing.T) {
@@ -94,7 +95,7 @@ func TestAuthentication(t *testing.T) {
 		{"bound key", headersFor(aliceKey, ""), 0, ""},
 		{"gateway without user header", headersFor(gatewayKey, ""), http.StatusBadRequest, ""},
 		{"gateway with blank user header", map[string]string{"Authorization": "Bearer " + gatewayKey, userHeader: " "}, http.StatusBadRequest, ""},
-		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", maxUserLength+1)), http.StatusBadRequest, ""},
+		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", tools.MaxUserLength+1)), http.StatusBadRequest, ""},
 		{"gateway names bob", headersFor(gatewayKey, "bob"), 0, ""},
 		{"lower-case scheme", map[string]string{"Authorization": "bearer " + aliceKey}, 0, ""},
 	}
@@ -185,6 +186,19 @@ func TestToolArgumentCannotNameUser(t *testing.T) {
 			text, isError = callTool(t, gateway, "servicenow_connection_status", map[string]any{"user": "carol"})
 			if isError || userOf(t, text) != "carol" {
 				t.Errorf("gateway naming carol: isError=%v %s", isError, text)
+			}
+
+			// The argument is held to the same rules as the user header.
+			for _, bad := range []struct{ user, want string }{
+				{strings.Repeat("u", tools.MaxUserLength+1), "longer than"},
+				{"carol\nadmin", "control or invisible"},
+				{"x\x00y", "control or invisible"},
+				{"admin\u202e", "control or invisible"},
+			} {
+				text, isError = callTool(t, gateway, "servicenow_connection_status", map[string]any{"user": bad.user})
+				if !isError || !strings.Contains(text, `argument "user"`) || !strings.Contains(text, bad.want) {
+					t.Errorf("gateway naming %q: isError=%v %s", bad.user, isError, text)
+				}
 			}
 		})
 	}
