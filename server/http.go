@@ -269,7 +269,12 @@ func (t *httpTransport) serveStreamable(w http.ResponseWriter, r *http.Request) 
 		}
 		fallthrough
 	case http.MethodGet:
-		if id != "" && !t.sessions.owns(id, p.owner()) {
+		if id == "" {
+			writeJSONRPCError(w, http.StatusBadRequest, -32600,
+				"GET opens the event stream of a session and needs the "+mcpserver.HeaderKeySessionID+" header; send initialize first")
+			return
+		}
+		if !t.sessions.owns(id, p.owner()) {
 			writeUnknownSession(w)
 			return
 		}
@@ -280,6 +285,12 @@ func (t *httpTransport) serveStreamable(w http.ResponseWriter, r *http.Request) 
 			return
 		}
 	case http.MethodPost:
+		// mcp-go would answer an unknown id in plain text; clients look
+		// for a JSON-RPC error with the 404.
+		if id != "" && !t.sessions.owns(id, p.owner()) {
+			writeUnknownSession(w)
+			return
+		}
 		t.inflight.add("")
 		defer t.inflight.done("")
 	}

@@ -283,9 +283,17 @@ func TestSessions(t *testing.T) {
 	}
 	expect := func(name string, resp *http.Response, want int) {
 		t.Helper()
-		resp.Body.Close()
+		defer resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Errorf("%s: status %d, want %d", name, resp.StatusCode, want)
+		}
+		if want >= 400 {
+			var body struct {
+				Error struct{ Message string } `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error.Message == "" {
+				t.Errorf("%s: the answer is not a JSON-RPC error (%v)", name, err)
+			}
 		}
 	}
 
@@ -293,6 +301,7 @@ func TestSessions(t *testing.T) {
 	expect("live session", rawRequest(t, http.MethodPost, srv.URL+StreamablePath, with(alice, session), list), http.StatusOK)
 	expect("unknown session", rawRequest(t, http.MethodPost, srv.URL+StreamablePath, with(alice, "mcp-session-nope"), list), http.StatusNotFound)
 	expect("unknown session GET", rawRequest(t, http.MethodGet, srv.URL+StreamablePath, with(alice, "mcp-session-nope"), ""), http.StatusNotFound)
+	expect("GET without a session", rawRequest(t, http.MethodGet, srv.URL+StreamablePath, alice, ""), http.StatusBadRequest)
 	expect("unknown session DELETE", rawRequest(t, http.MethodDelete, srv.URL+StreamablePath, with(alice, "mcp-session-nope"), ""), http.StatusNotFound)
 
 	bob := headersFor(gatewayKey, "bob")
