@@ -404,6 +404,12 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Users())
 		return
 	}
+	if p == "/sandbox/instance" && r.Method == http.MethodGet {
+		// Which state file this instance keeps (a hash, not the path):
+		// lets another process decide whether to share this instance.
+		writeJSON(w, http.StatusOK, map[string]string{"state_id": StateID(s.opts.StateFile)})
+		return
+	}
 	if !isLoopback(r) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "admin endpoints answer loopback clients only"})
 		return

@@ -225,6 +225,7 @@ func (s *Server) authorizePost(w http.ResponseWriter, r *http.Request) {
 	s.codes[code] = &authCode{authRequest: *req, User: uid, Family: newSysID()}
 	s.codes[code].Expires = s.now().Add(s.opts.CodeTTL)
 	s.mu.Unlock()
+	s.persistGrant()
 	s.countAuthz("allow")
 	back(url.Values{"code": {code}})
 }
@@ -310,13 +311,15 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	case "password":
 		resp = s.passwordGrant(form)
 	}
+	// Saved before answering, refusals included: a refusal may have used
+	// a code or revoked a token family.
+	s.persistGrant()
 	if resp == nil {
 		s.countToken(grant, "refused", "")
 		tokenRefused(w)
 		return
 	}
 	s.countToken(grant, "ok", refreshUser)
-	s.markDirty()
 	if s.truncateFault(scopeToken, r.URL.Path, user) {
 		buf := &bufferWriter{header: http.Header{}}
 		buf.header.Set("Cache-Control", "no-store")
@@ -453,7 +456,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Unlock()
-	s.markDirty()
+	s.persistGrant()
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 }
@@ -480,7 +483,7 @@ func (s *Server) RevokeUser(name string) int {
 		}
 	}
 	s.mu.Unlock()
-	s.markDirty()
+	s.persistGrant()
 	return n
 }
 

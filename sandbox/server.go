@@ -90,9 +90,10 @@ type Server struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	saveMu    sync.Mutex
+	saveMu    sync.Mutex // guards saveTimer and saveErr
 	saveTimer *time.Timer
 	saveErr   error
+	writeMu   sync.Mutex // one state-file save at a time, snapshot to rename
 
 	users []SeedUser
 
