@@ -14,8 +14,10 @@ func ValidatePath(p string) error {
 	switch {
 	case p == "":
 		return bad("it is empty")
-	case strings.Contains(p, "://"), !strings.HasPrefix(p, "/"):
+	case strings.Contains(p, "://"):
 		return bad("it must be a relative path starting with /api/, not a URL")
+	case !strings.HasPrefix(p, "/"):
+		return bad("it must start with /api/ (a leading slash is missing)")
 	case strings.HasPrefix(p, "//"), strings.Contains(p, "//"):
 		return bad("it contains //")
 	case strings.ContainsAny(p, "\\"):

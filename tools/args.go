@@ -154,6 +154,9 @@ func normalise(ps []Param, raw any) (Args, error) {
 		if err != nil {
 			return nil, fmt.Errorf("argument %q: %w", p.Name, err)
 		}
+		if str, isString := nv.(string); isString && p.Required && strings.TrimSpace(str) == "" {
+			return nil, fmt.Errorf("argument %q is required and cannot be empty: %s", p.Name, p.Description)
+		}
 		out[p.Name] = nv
 	}
 	return out, nil

@@ -36,6 +36,8 @@ func TestNormalise(t *testing.T) {
 		{"offset at 2^53-1", `{"name":"x","offset":9007199254740991}`, map[string]any{"offset": int64(9007199254740991)}, ""},
 		{"unknown key refused", `{"name":"x","lmit":5}`, nil, `unknown argument "lmit"`},
 		{"missing required", `{}`, nil, `argument "name" is required`},
+		{"empty required", `{"name":""}`, nil, `argument "name" is required and cannot be empty`},
+		{"blank required", `{"name":"  "}`, nil, `argument "name" is required and cannot be empty`},
 		{"object as JSON string", `{"name":"x","query":"{\"a\":\"1\"}"}`, map[string]any{"query": map[string]any{"a": "1"}}, ""},
 		{"object value number becomes string", `{"name":"x","query":{"sysparm_limit":5}}`, map[string]any{"query": map[string]any{"sysparm_limit": "5"}}, ""},
 		{"bad object string", `{"name":"x","query":"{oops"}`, nil, `argument "query": must be an object`},

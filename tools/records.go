@@ -915,6 +915,9 @@ func recordFailure(ctx context.Context, d *Deps, c *Call, table, op string, err 
 	c.outcome = "servicenow_error"
 	role := tableRoles[table]
 	switch {
+	case op == "delete" && role != "":
+		// Out of the box only admins may delete task records.
+		role = "admin"
 	case role == "" && (strings.HasPrefix(table, "sys_") || strings.HasPrefix(table, "cmdb")):
 		role = "admin (or a table-specific role such as user_admin)"
 	case role == "":
