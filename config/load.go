@@ -388,6 +388,9 @@ func expand(s string, env Env) (string, error) {
 		case !ok:
 			return "", fmt.Errorf("environment variable %s is not set; set it, or give a default with ${%s:-value}",
 				name, name)
+		case value == "" && !hasFallback:
+			return "", fmt.Errorf("environment variable %s is set but empty; give it a value, or write ${%s:-} where an empty value is meant",
+				name, name)
 		}
 		out.WriteString(value)
 	}

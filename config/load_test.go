@@ -68,6 +68,12 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"log.levle: unknown key", "server.listn: unknown key"},
 		},
 		{
+			name: "empty variable is named as empty, not as unset",
+			yaml: "connections:\n  - name: dev\n    client_id: ${SN_ID}\n",
+			env:  map[string]string{"SN_ID": ""},
+			want: []string{"connections[0].client_id: environment variable SN_ID is set but empty", "${SN_ID:-}"},
+		},
+		{
 			name: "unset variable names key and variable",
 			yaml: "connections:\n  - name: dev\n    client_secret: ${SN_SECRET}\n",
 			want: []string{"connections[0].client_secret: environment variable SN_SECRET is not set"},
@@ -168,7 +174,6 @@ func TestExpand(t *testing.T) {
 		{"${EMPTY:-fallback}", "fallback"},
 		{"${A:-fallback}", "alpha"},
 		{"${MISSING:-}", ""},
-		{"${EMPTY}", ""},
 		{"${A}${A}", "alphaalpha"},
 		{"${MISSING:-a:-b}", "a:-b"},
 	}
