@@ -286,6 +286,22 @@ func HelpText() string {
 // MarkdownTable renders the README's tool table.
 func MarkdownTable() string {
 	var b strings.Builder
+	var on, off []string
+	defaults := 0
+	for _, ts := range Toolsets {
+		if ts.Default || ts.Always {
+			on = append(on, ts.Name)
+			for _, def := range All() {
+				if def.Toolset == ts.Name {
+					defaults++
+				}
+			}
+		} else {
+			off = append(off, ts.Name)
+		}
+	}
+	fmt.Fprintf(&b, "On by default: the %s toolsets (%d tools). Off until named in `--toolsets` (or `--toolsets all`): %s.\n\n",
+		strings.Join(on, ", "), defaults, strings.Join(off, ", "))
 	b.WriteString("| tool | toolset | read-only | what it does |\n|---|---|---|---|\n")
 	for _, ts := range Toolsets {
 		for _, def := range All() {
