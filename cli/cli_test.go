@@ -63,6 +63,8 @@ func TestStartupErrorsNameTheCause(t *testing.T) {
 		{"unknown toolset", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n", []string{"--toolsets", "nope"}, `unknown toolset "nope"`},
 		{"unknown tool", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n", []string{"--exclude-tools", "servicenow_nope"}, `unknown tool "servicenow_nope"`},
 		{"unset env", "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n    client_secret: ${NOPE_SECRET_FOR_TEST}\n", nil, "NOPE_SECRET_FOR_TEST"},
+		{"sandbox name taken", "connections:\n  - name: sandbox\n    instance_url: https://x.service-now.com\n    client_id: c\n", []string{"--sandbox"}, `connection named "sandbox"`},
+		{"sandbox name taken, the fix", "connections:\n  - name: sandbox\n    instance_url: https://x.service-now.com\n    client_id: c\n", []string{"--sandbox"}, "rename the configured connection, or drop --sandbox"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
