@@ -98,13 +98,17 @@ func auth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func authLogin(ctx context.Context, app *server.App, store storage.Store, key storage.AccountKey, browser bool, stdout io.Writer) error {
 	started := time.Now()
+	// The callback listener first: the link waits until it knows whether
+	// a link made here can complete (see server.App.LinksBlocked).
+	ctx, stopCallback := context.WithCancel(ctx)
+	defer stopCallback()
+	app.StartCallback(ctx)
 	link, err := app.Tokens.Link(ctx, key)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithDeadline(ctx, link.ExpiresAt)
 	defer cancel()
-	go app.ServeCallbackOnly(ctx)
 
 	fmt.Fprintf(stdout, "Open this link to link %s's ServiceNow account on %s (valid until %s):\n\n  %s\n\n",
 		key.User, key.Connection, link.ExpiresAt.Local().Format("15:04"), link.URL)

@@ -32,6 +32,11 @@ func (m *Manager) Link(ctx context.Context, key storage.AccountKey) (*Link, erro
 	if err != nil {
 		return nil, err
 	}
+	if m.linkGate != nil {
+		if err := m.linkGate(ctx); err != nil {
+			return nil, err
+		}
+	}
 	v, err, _ := m.refreshes.Do("link\x00"+key.Connection+"\x00"+key.User, func() (any, error) {
 		p, err := m.store.PendingFor(ctx, key)
 		// Reuse only a link built for this instance and redirect URI: the

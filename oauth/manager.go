@@ -51,6 +51,14 @@ func (e *ClientRejectedError) Error() string {
 	return fmt.Sprintf("ServiceNow rejected the OAuth client of connection %q: check client_id and client_secret in the server configuration", e.Connection)
 }
 
+// LinksUnavailableError reports that this process cannot hand out an
+// authorization link that would complete (its OAuth callback address is
+// served by another process that does not know its links). Reason says
+// why and what the operator can do; it holds no secret.
+type LinksUnavailableError struct{ Reason string }
+
+func (e *LinksUnavailableError) Error() string { return e.Reason }
+
 // Options configure a Manager.
 type Options struct {
 	Store         storage.Store
@@ -62,6 +70,9 @@ type Options struct {
 	HTTPClient *http.Client
 	Logger     zerolog.Logger
 	Now        func() time.Time
+	// LinkGate, when set, is asked before every Link; an error (normally
+	// a *LinksUnavailableError) is returned instead of a link.
+	LinkGate func(ctx context.Context) error
 }
 
 // Manager owns links and tokens for every (connection, user).
@@ -74,6 +85,7 @@ type Manager struct {
 	httpClient  *http.Client
 	log         zerolog.Logger
 	now         func() time.Time
+	linkGate    func(ctx context.Context) error
 
 	refreshes singleflight.Group
 
@@ -109,6 +121,7 @@ func NewManager(opts Options) *Manager {
 		httpClient:  opts.HTTPClient,
 		log:         opts.Logger,
 		now:         opts.Now,
+		linkGate:    opts.LinkGate,
 		cache:       map[storage.AccountKey]cachedToken{},
 	}
 	if m.now == nil {

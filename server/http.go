@@ -231,9 +231,17 @@ func (t *httpTransport) shutdown(srv *http.Server, served <-chan error, bound ti
 	go func() { stopped <- srv.Shutdown(ctx) }()
 	log.Info().Int("in_flight", t.inflight.count()).Dur("bound", bound).Msg("shutting down: no new connections")
 
-	if err := t.inflight.wait(ctx); err != nil {
-		log.Warn().Int("in_flight", t.inflight.count()).
-			Msg("shutdown bound reached with requests in flight; cutting them off")
+	// Calls still running near the end of the bound are asked to stop, so
+	// that each answers "shutting down" before its connection is cut.
+	soft, cancelSoft := context.WithTimeout(ctx, bound-min(bound/4, 2*time.Second))
+	defer cancelSoft()
+	if err := t.inflight.wait(soft); err != nil {
+		log.Warn().Int("in_flight", t.inflight.count()).Msg("shutdown bound near with calls in flight; stopping them")
+		t.app.stopCalls()
+		if err := t.inflight.wait(ctx); err != nil {
+			log.Warn().Int("in_flight", t.inflight.count()).
+				Msg("shutdown bound reached with requests in flight; cutting them off")
+		}
 	}
 	t.closeStreams(ctx)
 

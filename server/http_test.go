@@ -595,8 +595,13 @@ func TestShutdownBound(t *testing.T) {
 	defer release()
 
 	c := connect(t, srv.URL, "http", headersFor(aliceKey, ""))
+	answer := make(chan string, 1)
 	go func() {
-		_, _, _ = tryCallTool(c, "servicenow_request", map[string]any{"method": "GET", "path": "/api/now/table/incident"})
+		text, _, err := tryCallTool(c, "servicenow_request", map[string]any{"method": "GET", "path": "/api/now/table/incident"})
+		if err != nil {
+			text = "no answer: " + err.Error()
+		}
+		answer <- text
 	}()
 	inst.awaitArrival(t, "api:alice")
 
@@ -606,6 +611,10 @@ func TestShutdownBound(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("shutdown took %s with a bound of 300ms", took)
+	}
+	// The call was told, not cut off without a word.
+	if text := <-answer; !strings.Contains(text, "shutting down") {
+		t.Errorf("the call in flight answered %q, want that the server is shutting down", text)
 	}
 	release()
 }

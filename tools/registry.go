@@ -6,6 +6,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -34,7 +35,14 @@ type Deps struct {
 	// UserArgument adds an optional `user` argument, honoured only for
 	// callers that may name the user (gateway keys).
 	UserArgument bool
+	// Stopping, when set, ends with the server: calls still in flight then
+	// stop and answer that the server is shutting down, instead of being
+	// cut off without an answer.
+	Stopping context.Context
 }
+
+// ErrShuttingDown is the cause of a call stopped by Deps.Stopping.
+var ErrShuttingDown = errors.New("the server is shutting down")
 
 // Handler runs one tool call with normalised arguments.
 type Handler func(ctx context.Context, d *Deps, call *Call) *mcp.CallToolResult
@@ -215,6 +223,12 @@ func run(ctx context.Context, d *Deps, def Def, req mcp.CallToolRequest) (res *m
 		logCall(d.Log, call, res, time.Since(start))
 	}()
 
+	if d.Stopping != nil {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		stop := context.AfterFunc(d.Stopping, func() { cancel(ErrShuttingDown) })
+		defer func() { stop(); cancel(nil) }()
+	}
 	if d.Config != nil && d.Config.Timeouts.ToolCall > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Config.Timeouts.ToolCall)

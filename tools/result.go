@@ -67,6 +67,7 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 		limited   *servicenow.RateLimitedError
 		tokenDown *oauth.UnavailableError
 		client    *oauth.ClientRejectedError
+		blocked   *oauth.LinksUnavailableError
 	)
 	switch {
 	case errors.Is(err, oauth.ErrNeedsAuthorization) || errors.As(err, &needsLink):
@@ -126,6 +127,12 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 			"error": client.Error(),
 			"hint":  "This is a server configuration problem, not the user's: tell the operator of this MCP server.",
 		})
+	case errors.As(err, &blocked):
+		c.outcome = "configuration_error"
+		return jsonError(map[string]any{
+			"error": "no authorization link can be handed out now, because it could not be completed: " + blocked.Reason,
+			"hint":  "This is a server configuration problem, not the user's: tell the operator of this MCP server.",
+		})
 	case errors.Is(err, storage.ErrWrongKey):
 		c.outcome = "configuration_error"
 		return jsonError(map[string]any{
@@ -135,6 +142,9 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	case errors.Is(err, oauth.ErrUnknownConnection):
 		c.outcome = "bad_arguments"
 		return errorResult("%s", err.Error())
+	case errors.Is(context.Cause(ctx), ErrShuttingDown):
+		c.outcome = "shutting_down"
+		return errorResult("the server is shutting down and stopped this call before ServiceNow answered; call again in a moment. A change this call asked for may or may not have been made: check before repeating it.")
 	case errors.Is(err, context.DeadlineExceeded):
 		c.outcome = "timeout"
 		return errorResult("the call did not finish within the server's time limit; ServiceNow may be slow, retry with a smaller request")
@@ -150,6 +160,10 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 func linkResult(ctx context.Context, d *Deps, c *Call, reason string) *mcp.CallToolResult {
 	c.outcome = "needs_authorization"
 	link, err := d.Tokens.Link(ctx, c.Key)
+	var blocked *oauth.LinksUnavailableError
+	if errors.As(err, &blocked) {
+		return failure(ctx, d, c, err)
+	}
 	if err != nil {
 		d.Log.Error().Str("error", err.Error()).Msg("create authorization link")
 		return errorResult("the ServiceNow account is not linked, and no authorization link could be created; the server log has details")
