@@ -42,6 +42,10 @@ type Request struct {
 	Accept string
 	// MaxBody caps how much of the answer is read; 0 means DefaultMaxBody.
 	MaxBody int64
+	// Compact asks for a JSON answer's body in compact form. The check
+	// that the JSON is whole then compacts it in the same pass, so a
+	// caller that shows the body as it is need not scan it again.
+	Compact bool
 }
 
 // DefaultMaxBody is the most of one answer the client reads by default.
@@ -54,6 +58,8 @@ type Response struct {
 	Body   []byte
 	// Truncated is set when the body was longer than MaxBody and was cut.
 	Truncated bool
+	// Compacted is set when Body is compact JSON (see Request.Compact).
+	Compacted bool
 }
 
 // IsJSON reports whether the response declares a JSON body.
@@ -295,10 +301,27 @@ func (c *Client) send(ctx context.Context, base *url.URL, method, token string, 
 		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer was cut short", Partial: true}
 	}
 	// Raw downloads (Accept set by the caller) are bytes, not API JSON.
-	if req.Accept == "" && !out.Truncated && out.IsJSON() && len(bytes.TrimSpace(data)) > 0 && !json.Valid(data) {
-		return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer is incomplete or malformed JSON (cut short in transit?)", Partial: true}
+	if req.Accept == "" && !out.Truncated && out.IsJSON() && len(bytes.TrimSpace(data)) > 0 {
+		if !wholeJSON(out, req.Compact) {
+			return nil, &UnavailableError{Status: resp.StatusCode, Reason: "the answer is incomplete or malformed JSON (cut short in transit?)", Partial: true}
+		}
 	}
 	return out, nil
+}
+
+// wholeJSON reports whether r.Body is one whole JSON value, compacting it
+// in the same scan when compact is set.
+func wholeJSON(r *Response, compact bool) bool {
+	if !compact {
+		return json.Valid(r.Body)
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(r.Body))
+	if json.Compact(&buf, r.Body) != nil {
+		return false
+	}
+	r.Body, r.Compacted = buf.Bytes(), true
+	return true
 }
 
 func (c *Client) backoff(ctx context.Context, attempt int) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -143,33 +144,62 @@ func TestDoClassifiesAnswers(t *testing.T) {
 			http.Redirect(w, r, "https://signon.example.com/login", http.StatusFound)
 		}, &UnavailableError{}, 1, 0},
 	}
+	// Asking for a compact body must not change how an answer is judged.
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var calls atomic.Int32
-			c, ft := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
-				if r.Header.Get("Cookie") != "" {
-					t.Errorf("cookie forwarded")
+		for _, compact := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/compact=%v", tt.name, compact), func(t *testing.T) {
+				var calls atomic.Int32
+				c, ft := newTestClient(t, func(w http.ResponseWriter, r *http.Request) {
+					if r.Header.Get("Cookie") != "" {
+						t.Errorf("cookie forwarded")
+					}
+					tt.handler(calls.Add(1), w, r)
+				})
+				resp, err := c.Do(context.Background(), key, Request{Method: tt.method, Path: "/api/now/table/incident", Compact: compact})
+				if tt.wantErr == nil {
+					if err != nil {
+						t.Fatalf("Do: %v", err)
+					}
+					if resp.Status != tt.wantStatus {
+						t.Errorf("status %d, want %d", resp.Status, tt.wantStatus)
+					}
+				} else if err == nil || !sameType(err, tt.wantErr) {
+					t.Fatalf("Do error = %T %v, want %T", err, err, tt.wantErr)
 				}
-				tt.handler(calls.Add(1), w, r)
+				if got := calls.Load(); got != tt.wantCalls {
+					t.Errorf("instance saw %d requests, want %d", got, tt.wantCalls)
+				}
+				if tt.name == "429 too long answers at once" && ft.refreshes.Load() != 0 {
+					t.Errorf("429 caused a refresh")
+				}
 			})
-			resp, err := c.Do(context.Background(), key, Request{Method: tt.method, Path: "/api/now/table/incident"})
-			if tt.wantErr == nil {
-				if err != nil {
-					t.Fatalf("Do: %v", err)
-				}
-				if resp.Status != tt.wantStatus {
-					t.Errorf("status %d, want %d", resp.Status, tt.wantStatus)
-				}
-			} else if err == nil || !sameType(err, tt.wantErr) {
-				t.Fatalf("Do error = %T %v, want %T", err, err, tt.wantErr)
-			}
-			if got := calls.Load(); got != tt.wantCalls {
-				t.Errorf("instance saw %d requests, want %d", got, tt.wantCalls)
-			}
-			if tt.name == "429 too long answers at once" && ft.refreshes.Load() != 0 {
-				t.Errorf("429 caused a refresh")
-			}
-		})
+		}
+	}
+}
+
+// TestDoCompacts: with Compact, a JSON answer comes back compacted (and
+// says so); without, it comes back as the instance sent it.
+func TestDoCompacts(t *testing.T) {
+	pretty := "{\n  \"result\" : [ { \"a\" : \"x  y\" } ]\n}\n"
+	c, _ := newTestClient(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(pretty))
+	})
+	tests := []struct {
+		compact bool
+		want    string
+	}{
+		{false, pretty},
+		{true, `{"result":[{"a":"x  y"}]}`},
+	}
+	for _, tt := range tests {
+		resp, err := c.Do(context.Background(), key, Request{Method: "GET", Path: "/api/now/table/incident", Compact: tt.compact})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(resp.Body) != tt.want || resp.Compacted != tt.compact {
+			t.Errorf("Compact=%v: body %q (compacted %v), want %q", tt.compact, resp.Body, resp.Compacted, tt.want)
+		}
 	}
 }
 

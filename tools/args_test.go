@@ -80,7 +80,7 @@ func TestShapeBodyCutsWholeRecords(t *testing.T) {
 		recs = append(recs, `{"number":"INC00000`+string(rune('a'+i%26))+`","short_description":"`+strings.Repeat("x", 40)+`"}`)
 	}
 	body := []byte(`{"result":[` + strings.Join(recs, ",") + `]}`)
-	shaped, note := shapeBody(body, false, 1000)
+	shaped, note := shapeBody(body, false, false, 1000)
 	if len(shaped) > 1000 {
 		t.Fatalf("shaped %d bytes, budget 1000", len(shaped))
 	}
@@ -91,7 +91,7 @@ func TestShapeBodyCutsWholeRecords(t *testing.T) {
 	if len(v.Result) == 0 || len(v.Result) >= 50 || note == "" || !strings.Contains(note, "sysparm_offset") {
 		t.Fatalf("kept %d records, note %q", len(v.Result), note)
 	}
-	small, note := shapeBody([]byte(`{ "result" : [ ] }`), false, 1000)
+	small, note := shapeBody([]byte(`{ "result" : [ ] }`), false, false, 1000)
 	if string(small) != `{"result":[]}` || note != "" {
 		t.Fatalf("small body = %s, note %q", small, note)
 	}

@@ -78,7 +78,7 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 
 	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{
 		Method: method, Path: path, Query: q, Body: body, Headers: headers,
-		MaxBody: readCap(d.budget()),
+		MaxBody: readCap(d.budget()), Compact: true,
 	})
 	if err != nil {
 		return failure(ctx, d, c, err)
@@ -90,7 +90,7 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 			hs[k] = strings.Join(resp.Header.Values(k), ", ")
 		}
 	}
-	shaped, note := shapeBody(resp.Body, resp.Truncated, d.budget())
+	shaped, note := shapeBody(resp.Body, resp.Truncated, resp.Compacted, d.budget())
 	return mcp.NewToolResultText(string(requestAnswer(resp.Status, hs, shaped, note)))
 }
 
@@ -137,13 +137,17 @@ func readCap(budget int) int64 {
 }
 
 // shapeBody compacts a JSON body into the budget, cutting whole records
-// of a {"result":[…]} list when it is too large.
-func shapeBody(body []byte, cut bool, budget int) (json.RawMessage, string) {
+// of a {"result":[…]} list when it is too large. compact says the body is
+// known to be compact JSON already.
+func shapeBody(body []byte, cut, compact bool, budget int) (json.RawMessage, string) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, ""
 	}
-	if !cut {
+	if compact && !cut && len(body) <= budget {
+		return body, ""
+	}
+	if !cut && !compact {
 		var buf bytes.Buffer
 		if json.Compact(&buf, body) == nil && buf.Len() <= budget {
 			return buf.Bytes(), ""
