@@ -130,7 +130,7 @@ func unavailable(r *Response) *UnavailableError {
 		e.Hibernating = true
 		e.Reason = "the instance is hibernating"
 	case r.Status >= 500:
-		e.Reason = fmt.Sprintf("it answered HTTP %d with a %s page instead of JSON (maintenance, upgrade or a proxy error); retry later", r.Status, kind(r))
+		e.Reason = fmt.Sprintf("it answered HTTP %d with %s instead of JSON (maintenance, upgrade or a proxy error); retry later", r.Status, kind(r))
 	default:
 		e.Reason = fmt.Sprintf("it answered HTTP %d with %s instead of JSON", r.Status, kind(r))
 	}
