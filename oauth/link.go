@@ -23,7 +23,16 @@ type Link struct {
 	User       string    `json:"user"`
 	URL        string    `json:"authorization_url"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Warning, when set, says why this link may fail for reasons that are
+	// the operator's to fix (see ClientWarning).
+	Warning string `json:"warning,omitempty"`
 }
+
+// ClientWarning is Link.Warning after ServiceNow refused a code it had
+// just issued for the connection.
+const ClientWarning = "ServiceNow refused the last authorization code it issued on this connection, " +
+	"which usually means this server's client_id, client_secret or redirect URI does not match the instance's Application Registry. " +
+	"If linking fails again, tell the operator of this MCP server: it is a server configuration problem, not the user's."
 
 // Link returns the account's pending authorization link, creating one when
 // none is pending. Repeated calls within the expiry return the same link.
@@ -70,7 +79,11 @@ func (m *Manager) Link(ctx context.Context, key storage.AccountKey) (*Link, erro
 	if err != nil {
 		return nil, err
 	}
-	return v.(*Link), nil
+	link := *v.(*Link)
+	if conn.clientSuspect() {
+		link.Warning = ClientWarning
+	}
+	return &link, nil
 }
 
 // Account returns the stored account, or storage.ErrNotFound.
@@ -216,10 +229,19 @@ func (m *Manager) finishLink(ctx context.Context, p *storage.PendingAuthorizatio
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.ErrorCode != "" {
-			return nil, errors.New("ServiceNow refused the authorization code (it may have expired, or the server's client credentials may be wrong).")
+			// The instance issued this code a moment ago (the browser came
+			// straight here), so its refusal is about us: the client id,
+			// secret or redirect URI. Refusals of refresh tokens on this
+			// connection are read the same way until a token request works.
+			conn.refuseCode()
+			m.log.Error().Str("connection", p.Connection).Str("user", p.User).
+				Msg("ServiceNow refused an authorization code it had just issued: check client_id, client_secret and the redirect URI registered for this connection")
+			return nil, errors.New("ServiceNow refused the authorization code it had just issued. This usually means that this server's OAuth client settings for the connection " +
+				"(client ID, client secret or redirect URL) do not match the instance's Application Registry: tell the operator of this MCP server, it is not something you did.")
 		}
 		return nil, fmt.Errorf("ServiceNow could not be reached to finish the link: %s.", describeTransport(err))
 	}
+	conn.succeeded()
 
 	now := m.now()
 	acct := &storage.Account{

@@ -103,6 +103,10 @@ type connection struct {
 	// refusals counts distinct accounts refused since the last success;
 	// several in a row point at the client credentials, not the users.
 	refusals map[string]bool
+	// codeRefused is set when ServiceNow refused an authorization code it
+	// had just issued, which points at the client credentials (or the
+	// redirect URI) at once, even with a single user.
+	codeRefused bool
 }
 
 type cachedToken struct {
@@ -507,16 +511,33 @@ func (c *connection) succeeded() {
 	c.failures = 0
 	c.backoffEnd = time.Time{}
 	clear(c.refusals)
+	c.codeRefused = false
 	c.mu.Unlock()
 }
 
-// refused records a refusal for user and says whether refusals for
-// three or more distinct users in a row point at the client itself.
+// refused records a refusal for user and says whether the refusals point
+// at the client itself: three or more distinct users in a row, or a
+// refused authorization code since the last success.
 func (c *connection) refused(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.refusals[user] = true
-	return len(c.refusals) >= 3
+	return len(c.refusals) >= 3 || c.codeRefused
+}
+
+// refuseCode records that ServiceNow refused a fresh authorization code.
+func (c *connection) refuseCode() {
+	c.mu.Lock()
+	c.codeRefused = true
+	c.mu.Unlock()
+}
+
+// clientSuspect says whether a refused code since the last success makes
+// the client credentials suspect.
+func (c *connection) clientSuspect() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.codeRefused
 }
 
 func (c *connection) refusedUsers() []string {

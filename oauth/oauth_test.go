@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,9 @@ type env struct {
 	key      []byte // the store's encryption key
 	mgr      *oauth.Manager
 	callback *httptest.Server
+	// serving is the manager whose callback handler the callback server
+	// runs (mgr unless a test swaps in another worker).
+	serving atomic.Pointer[oauth.Manager]
 }
 
 func newEnv(t *testing.T, opts sandbox.Options) *env {
@@ -49,8 +53,9 @@ func newEnv(t *testing.T, opts sandbox.Options) *env {
 
 	// The callback server must exist before the sandbox so that its URL
 	// can be registered as the redirect URI.
-	var handler http.Handler = http.NotFoundHandler()
-	e.callback = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
+	e.callback = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.serving.Load().CallbackHandler().ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.callback.Close)
 	redirect := e.callback.URL + "/oauth/callback"
 
@@ -84,7 +89,7 @@ func newEnv(t *testing.T, opts sandbox.Options) *env {
 		Logger:        zerolog.Nop(),
 		Now:           e.clock.Now,
 	})
-	handler = e.mgr.CallbackHandler()
+	e.serving.Store(e.mgr)
 	return e
 }
 

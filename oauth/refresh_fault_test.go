@@ -263,3 +263,40 @@ func TestRejectedClientSecretIsOperatorError(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedCodeIsOperatorError: ServiceNow refusing an authorization
+// code it issued a moment ago points at the server's client credentials,
+// even with one user: the callback page and the next link say it is the
+// operator's to fix, and a refused refresh on that connection keeps the
+// account instead of blaming its user.
+func TestRefusedCodeIsOperatorError(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, sandbox.Options{})
+	e.linkUser("alice")
+	wrong := e.manager(e.store, &http.Client{Timeout: 5 * time.Second}, "not-the-secret")
+	e.serving.Store(wrong)
+
+	link, err := wrong.Link(ctx, key("bob"))
+	if err != nil || link.Warning != "" {
+		t.Fatalf("first link: %+v, %v (no warning expected yet)", link, err)
+	}
+	status, page := e.consent(link.URL, "bob", "allow")
+	for _, want := range []string{"refused the authorization code it had just issued", "client secret", "operator"} {
+		if status == http.StatusOK || !strings.Contains(page, want) {
+			t.Errorf("callback %d lacks %q: %s", status, want, page)
+		}
+	}
+	again, err := wrong.Link(ctx, key("bob"))
+	if err != nil || again.Warning != oauth.ClientWarning {
+		t.Fatalf("link after the refused code: %+v, %v, want the client warning", again, err)
+	}
+
+	e.clock.Add(31 * time.Minute)
+	var rejected *oauth.ClientRejectedError
+	if _, err := wrong.Token(ctx, key("alice")); !errors.As(err, &rejected) {
+		t.Fatalf("alice's refused refresh = %v, want ClientRejectedError at the first refusal", err)
+	}
+	if a := e.account("alice"); a.Status != storage.StatusActive {
+		t.Errorf("alice is %s: the user was blamed for the server's credentials", a.Status)
+	}
+}

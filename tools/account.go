@@ -68,6 +68,7 @@ func authorize(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 		AuthorizationURL: link.URL,
 		ExpiresAt:        link.ExpiresAt.UTC(),
 		Message:          "Ask the user to open authorization_url, sign in to ServiceNow and choose Allow before expires_at.",
+		Warning:          link.Warning,
 	})
 }
 

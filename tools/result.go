@@ -54,6 +54,8 @@ type authorizationRequired struct {
 	ExpiresAt        time.Time `json:"expires_at"`
 	Message          string    `json:"message"`
 	Reason           string    `json:"reason,omitempty"`
+	// Warning says when the link may fail for the operator's reasons.
+	Warning string `json:"warning,omitempty"`
 }
 
 // failure turns an error from the token manager or the instance client
@@ -175,7 +177,8 @@ func linkResult(ctx context.Context, d *Deps, c *Call, reason string) *mcp.CallT
 		ExpiresAt:        link.ExpiresAt.UTC(),
 		Message: "The user has not linked their ServiceNow account for this connection. Ask them to open authorization_url, " +
 			"sign in to ServiceNow and choose Allow; then call this tool again.",
-		Reason: reason,
+		Reason:  reason,
+		Warning: link.Warning,
 	})
 	r.IsError = true
 	return r
