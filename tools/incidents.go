@@ -71,7 +71,7 @@ func init() {
 			Name:    "servicenow_update_incident",
 			Toolset: "incidents",
 			Title:   "Update an incident",
-			Description: "Change fields of one incident, by number or sys_id: state, priority inputs, assignment, category, description or any other field through fields. " +
+			Description: "Change fields of one incident, by number or sys_id: state, priority inputs, assignment, category, description or any other field through other_fields. " +
 				"To add a comment or work note use servicenow_add_incident_comment; to resolve use servicenow_resolve_incident. " +
 				"Returns the incident's main fields after the change.",
 			ReadOnly: false, Destructive: false, Idempotent: true, OpenWorld: true,
