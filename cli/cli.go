@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -166,6 +167,13 @@ func loadKeys(cfg *config.Config, log zerolog.Logger) (storage.Keyring, error) {
 		}
 		ring.Current = k
 	} else {
+		// A missing key file beside an existing store is a lost key, not a
+		// first run: a new key would leave every stored account unreadable.
+		if _, err := os.Stat(cfg.EncryptionKeyFile); errors.Is(err, fs.ErrNotExist) && storage.HasStore(cfg.DataDir) {
+			return ring, fmt.Errorf("encryption_key_file %s does not exist, but the data directory %s (data_dir) already holds accounts sealed with a key: "+
+				"a new key could not read them. Restore the key file from your backup (or set %s to the key); "+
+				"to start over without the stored accounts, move %s away", cfg.EncryptionKeyFile, cfg.DataDir, config.EnvEncryptionKey, cfg.DataDir)
+		}
 		k, created, err := storage.LoadOrCreateKeyFile(cfg.EncryptionKeyFile)
 		if err != nil {
 			return ring, fmt.Errorf("encryption_key_file %s: %w", cfg.EncryptionKeyFile, err)

@@ -138,6 +138,57 @@ func TestWrongEncryptionKeyIsReportedAndDataKept(t *testing.T) {
 	}
 }
 
+// TestMissingKeyFileBesideAStore: a key file that has gone missing while
+// the data directory holds sealed accounts stops the start with the cause
+// and the fix, instead of creating a new key that cannot read them; the
+// accounts are still there once the key file is restored.
+func TestMissingKeyFileBesideAStore(t *testing.T) {
+	home := isolate(t)
+	dataDir := filepath.Join(home, "data")
+	keyFile := filepath.Join(home, "keys", "encryption.key")
+	key, _, err := storage.LoadOrCreateKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := storage.Open(ctx, storage.Options{Dir: dataDir, Keys: storage.Keyring{Current: key}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct := &storage.Account{Connection: "a", User: "alice", Status: storage.StatusActive, AccessToken: "AT", RefreshToken: "RT", Expiry: time.Now().Add(time.Hour)}
+	if err := st.PutAccount(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	saved, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, "data_dir: "+dataDir+"\nencryption_key_file: "+keyFile+
+		"\nconnections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n")
+
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run(t, "", "auth", "status", "--config", path)
+	for _, want := range []string{keyFile, "does not exist", dataDir, "Restore the key file", "SERVICENOW_MCP_ENCRYPTION_KEY"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("start without the key file: %v, want it to say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(keyFile); err == nil {
+		t.Fatal("a new key file was created beside the old store")
+	}
+
+	if err := os.WriteFile(keyFile, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, "", "auth", "status", "--config", path)
+	if err != nil || !strings.Contains(out, "ACTIVE") {
+		t.Fatalf("with the key file restored: %v\n%s", err, out)
+	}
+}
+
 func sha(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])

@@ -117,3 +117,10 @@ func createKeyFile(path string) ([]byte, bool, error) {
 	key, _ := base64.StdEncoding.DecodeString(encoded)
 	return key, true, nil
 }
+
+// HasStore reports whether dir already holds a database. Its records were
+// sealed with some key, so a key created now could not read them.
+func HasStore(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "MANIFEST"))
+	return err == nil
+}
