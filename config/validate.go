@@ -314,6 +314,12 @@ func checkPublicURL(raw string) string {
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return fmt.Sprintf("%q has a query or fragment; the redirect URI is built by appending %s",
 			raw, CallbackPath)
+	case u.Port() == "0":
+		// Most often derived from a listen address with port 0: the port
+		// is only known once bound, but the redirect URI registered at
+		// ServiceNow must name it.
+		return fmt.Sprintf("%q has port 0, which no browser can reach, and the redirect URI registered at ServiceNow must name a fixed port: "+
+			"give server.listen (--listen) a fixed port, or set public_url", raw)
 	}
 	return ""
 }

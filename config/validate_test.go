@@ -93,6 +93,12 @@ func TestValidate(t *testing.T) {
 		{"public url relative", func(c *Config) { c.Server.PublicURL = "mcp.example.com" },
 			"server.public_url: \"mcp.example.com\" is not an absolute http(s) URL"},
 		{"public url with path prefix", func(c *Config) { c.Server.PublicURL = "https://example.com/sn/" }, ""},
+		{"listen on port 0", func(c *Config) { c.SetListen("127.0.0.1:0") },
+			"server.public_url: \"http://127.0.0.1:0\" has port 0"},
+		{"listen on port 0 behind a public url", func(c *Config) {
+			c.Server.PublicURL = "https://mcp.example.com"
+			c.SetListen("127.0.0.1:0")
+		}, ""},
 		{"key and key file", func(c *Config) { c.EncryptionKey = HashAPIKey("x")[7:] },
 			"encryption_key: is set together with encryption_key_file"},
 		{"short key", func(c *Config) { c.EncryptionKeyFile, c.EncryptionKey = "", "c2hvcnQ=" },

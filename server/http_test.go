@@ -61,7 +61,7 @@ func TestServeHTTPRefusesOpenNonLoopback(t *testing.T) {
 	inst := newFakeInstance(t)
 	app := newTestApp(t, testConfig(t, inst, func(c *config.Config) {
 		c.Server.APIKeys = nil
-		c.SetListen("0.0.0.0:0")
+		c.SetListen("0.0.0.0:8765") // refused before it binds
 	}))
 	err := app.ServeHTTP(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "without API keys") {
