@@ -32,6 +32,9 @@ type field struct {
 	Choices   []choice
 	Mandatory bool
 	MaxLen    int
+	// Default is the dictionary default a new record starts with; empty
+	// means the type's empty value ("" or "false").
+	Default string
 	// Roles needed to read and write the field (any one of them); empty
 	// means every signed-in user. admin always passes.
 	Roles []string
@@ -100,6 +103,14 @@ func htmlf(name, label string) *field {
 	return &field{Name: name, Label: label, Type: tHTML, MaxLen: 65000}
 }
 func mand(f *field) *field { f.Mandatory = true; return f }
+
+// deflt sets a field's dictionary default.
+func deflt(f *field, v string) *field { f.Default = v; return f }
+
+// activef is the "active" flag, true by default on every table here as in
+// ServiceNow's dictionary (task tables, users, groups, knowledge, catalog).
+func activef() *field { return deflt(boolf("active", "Active"), "true") }
+
 func c(v, l string) choice { return choice{Value: v, Label: l} }
 
 var (
@@ -116,25 +127,25 @@ func buildSchema() map[string]*tableDef {
 	tables := []*tableDef{
 		{Name: "sys_user", Label: "User", Display: "name", Write: admin, Create: admin, Delete: admin, Fields: []*field{
 			mand(s("user_name", "User ID", 40)), s("first_name", "First name", 50), s("last_name", "Last name", 50),
-			s("name", "Name", 151), s("email", "Email", 100), boolf("active", "Active"), s("title", "Title", 60),
+			s("name", "Name", 151), s("email", "Email", 100), activef(), s("title", "Title", 60),
 			s("department", "Department", 60), s("phone", "Business phone", 40), s("location", "Location", 60),
 			ref("manager", "Manager", "sys_user"), s("roles", "Roles", 255), s("time_zone", "Time zone", 40),
 		}},
 		{Name: "sys_user_group", Label: "Group", Display: "name", Write: admin, Create: admin, Delete: admin, Fields: []*field{
 			mand(s("name", "Name", 80)), s("description", "Description", 1000), ref("manager", "Manager", "sys_user"),
-			s("email", "Group email", 100), boolf("active", "Active"), s("type", "Type", 255),
+			s("email", "Group email", 100), activef(), s("type", "Type", 255),
 		}},
 		{Name: "sys_user_grmember", Label: "Group Member", Display: "sys_id", Write: admin, Create: admin, Delete: admin, Fields: []*field{
 			mand(ref("group", "Group", "sys_user_group")), mand(ref("user", "User", "sys_user")),
 		}},
 		{Name: "incident", Label: "Incident", Display: "number", Prefix: "INC", Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), s("description", "Description", 4000),
-			intf("state", "State", incidentStates...), intf("priority", "Priority", priorities...),
-			intf("impact", "Impact", impacts...), intf("urgency", "Urgency", impacts...),
+			deflt(intf("state", "State", incidentStates...), "1"), intf("priority", "Priority", priorities...),
+			deflt(intf("impact", "Impact", impacts...), "3"), deflt(intf("urgency", "Urgency", impacts...), "3"),
 			chf("category", "Category", c("inquiry", "Inquiry / Help"), c("software", "Software"), c("hardware", "Hardware"), c("network", "Network"), c("database", "Database")),
 			mand(ref("caller_id", "Caller", "sys_user")), ref("assigned_to", "Assigned to", "sys_user"),
 			ref("assignment_group", "Assignment group", "sys_user_group"), dt("opened_at", "Opened"),
-			ref("opened_by", "Opened by", "sys_user"), boolf("active", "Active"),
+			ref("opened_by", "Opened by", "sys_user"), activef(),
 			chf("close_code", "Resolution code", c("Solved (Work Around)", "Solved (Work Around)"), c("Solved (Permanently)", "Solved (Permanently)"), c("Solved Remotely (Work Around)", "Solved Remotely (Work Around)"), c("Not Solved (Not Reproducible)", "Not Solved (Not Reproducible)"), c("Not Solved (Too Costly)", "Not Solved (Too Costly)"), c("Closed/Resolved by Caller", "Closed/Resolved by Caller")),
 			s("close_notes", "Resolution notes", 4000), dt("resolved_at", "Resolved"), ref("resolved_by", "Resolved by", "sys_user"),
 			dt("closed_at", "Closed"), intf("reassignment_count", "Reassignment count"),
@@ -142,52 +153,53 @@ func buildSchema() map[string]*tableDef {
 		}},
 		{Name: "change_request", Label: "Change Request", Display: "number", Prefix: "CHG", Read: itil, Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), s("description", "Description", 4000),
-			chf("type", "Type", c("normal", "Normal"), c("standard", "Standard"), c("emergency", "Emergency")),
-			intf("state", "State", changeStates...), intf("risk", "Risk", c("2", "High"), c("3", "Moderate"), c("4", "Low")),
-			intf("impact", "Impact", impacts...), intf("priority", "Priority", priorities...),
+			deflt(chf("type", "Type", c("normal", "Normal"), c("standard", "Standard"), c("emergency", "Emergency")), "normal"),
+			deflt(intf("state", "State", changeStates...), "-5"), deflt(intf("risk", "Risk", c("2", "High"), c("3", "Moderate"), c("4", "Low")), "3"),
+			deflt(intf("impact", "Impact", impacts...), "3"), deflt(intf("urgency", "Urgency", impacts...), "3"),
+			intf("priority", "Priority", priorities...),
 			dt("start_date", "Planned start date"), dt("end_date", "Planned end date"),
 			ref("assignment_group", "Assignment group", "sys_user_group"), ref("assigned_to", "Assigned to", "sys_user"),
-			ref("requested_by", "Requested by", "sys_user"), boolf("active", "Active"), s("justification", "Justification", 4000),
+			ref("requested_by", "Requested by", "sys_user"), activef(), s("justification", "Justification", 4000),
 			s("implementation_plan", "Implementation plan", 4000), s("backout_plan", "Backout plan", 4000),
 			journal("comments", "Additional comments"), journal("work_notes", "Work notes", "itil"),
 		}},
 		{Name: "change_task", Label: "Change Task", Display: "number", Prefix: "CTASK", Read: itil, Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), s("description", "Description", 4000),
 			mand(ref("change_request", "Change request", "change_request")),
-			intf("state", "State", c("-5", "Pending"), c("1", "Open"), c("2", "In Progress"), c("3", "Closed"), c("4", "Canceled")),
+			deflt(intf("state", "State", c("-5", "Pending"), c("1", "Open"), c("2", "In Progress"), c("3", "Closed"), c("4", "Canceled")), "1"),
 			ref("assignment_group", "Assignment group", "sys_user_group"), ref("assigned_to", "Assigned to", "sys_user"),
-			dt("planned_start_date", "Planned start date"), dt("planned_end_date", "Planned end date"), boolf("active", "Active"),
+			dt("planned_start_date", "Planned start date"), dt("planned_end_date", "Planned end date"), activef(),
 			journal("work_notes", "Work notes", "itil"),
 		}},
 		{Name: "kb_knowledge_base", Label: "Knowledge Base", Display: "title", Create: admin, Write: admin, Delete: admin, Fields: []*field{
-			mand(s("title", "Title", 100)), s("description", "Description", 1000), boolf("active", "Active"), ref("owner", "Owner", "sys_user"),
+			mand(s("title", "Title", 100)), s("description", "Description", 1000), activef(), ref("owner", "Owner", "sys_user"),
 		}},
 		{Name: "kb_knowledge", Label: "Knowledge", Display: "number", Prefix: "KB", Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), mand(s("short_description", "Short description", 160)), htmlf("text", "Article body"),
-			chf("workflow_state", "Workflow", c("draft", "Draft"), c("review", "Review"), c("published", "Published"), c("pending_retirement", "Pending retirement"), c("retired", "Retired")),
+			deflt(chf("workflow_state", "Workflow", c("draft", "Draft"), c("review", "Review"), c("published", "Published"), c("pending_retirement", "Pending retirement"), c("retired", "Retired")), "draft"),
 			mand(ref("kb_knowledge_base", "Knowledge base", "kb_knowledge_base")), &field{Name: "valid_to", Label: "Valid to", Type: tDate},
 			ref("author", "Author", "sys_user"), s("kb_category", "Category", 100), dt("published", "Published"),
-			intf("sys_view_count", "View count"), boolf("active", "Active"), s("meta", "Meta", 4000),
+			intf("sys_view_count", "View count"), activef(), s("meta", "Meta", 4000),
 		}},
 		{Name: "sc_category", Label: "Category", Display: "title", Create: admin, Write: admin, Delete: admin, Fields: []*field{
-			mand(s("title", "Title", 100)), s("description", "Description", 1000), boolf("active", "Active"),
+			mand(s("title", "Title", 100)), s("description", "Description", 1000), activef(),
 		}},
 		{Name: "sc_cat_item", Label: "Catalog Item", Display: "name", Create: admin, Write: admin, Delete: admin, Fields: []*field{
 			mand(s("name", "Name", 100)), s("short_description", "Short description", 1000), htmlf("description", "Description"),
-			boolf("active", "Active"), &field{Name: "price", Label: "Price", Type: tPrice}, ref("category", "Category", "sc_category"),
+			activef(), &field{Name: "price", Label: "Price", Type: tPrice}, ref("category", "Category", "sc_category"),
 		}},
 		{Name: "item_option_new", Label: "Variable", Display: "question_text", Create: admin, Write: admin, Delete: admin, Fields: []*field{
 			mand(ref("cat_item", "Catalog item", "sc_cat_item")), mand(s("name", "Name", 100)), s("question_text", "Question", 255),
 			intf("type", "Type", c("2", "Multi Line Text"), c("5", "Select Box"), c("6", "Single Line Text"), c("7", "CheckBox"), c("8", "Reference"), c("9", "Date")),
 			boolf("mandatory", "Mandatory"), intf("order", "Order"), s("default_value", "Default value", 255),
-			s("choices", "Choices (comma separated)", 1000), boolf("active", "Active"),
+			s("choices", "Choices (comma separated)", 1000), activef(),
 		}},
 		{Name: "sc_request", Label: "Request", Display: "number", Prefix: "REQ", Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), s("short_description", "Short description", 160), ref("requested_for", "Requested for", "sys_user"),
 			ref("opened_by", "Opened by", "sys_user"), dt("opened_at", "Opened"), intf("state", "State", c("1", "Open"), c("2", "Work in Progress"), c("3", "Closed Complete"), c("4", "Closed Incomplete")),
 			chf("request_state", "Request state", c("requested", "Requested"), c("in_process", "Approved"), c("closed_complete", "Closed Complete"), c("closed_incomplete", "Closed Incomplete")),
 			chf("approval", "Approval", c("not requested", "Not Yet Requested"), c("requested", "Requested"), c("approved", "Approved"), c("rejected", "Rejected")),
-			&field{Name: "price", Label: "Price", Type: tPrice}, boolf("active", "Active"),
+			&field{Name: "price", Label: "Price", Type: tPrice}, activef(),
 		}},
 		{Name: "sc_req_item", Label: "Requested Item", Display: "number", Prefix: "RITM", Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), s("short_description", "Short description", 160), ref("request", "Request", "sc_request"),
@@ -195,7 +207,7 @@ func buildSchema() map[string]*tableDef {
 			intf("state", "State", c("-5", "Pending"), c("1", "Open"), c("2", "Work in Progress"), c("3", "Closed Complete"), c("4", "Closed Incomplete")),
 			chf("stage", "Stage", c("request_approved", "Request Approved"), c("fulfillment", "Fulfillment"), c("delivery", "Delivery"), c("complete", "Completed")),
 			intf("quantity", "Quantity"), &field{Name: "price", Label: "Price", Type: tPrice}, s("variables", "Variables (JSON)", 8000),
-			ref("assignment_group", "Assignment group", "sys_user_group"), boolf("active", "Active"),
+			ref("assignment_group", "Assignment group", "sys_user_group"), activef(),
 			journal("comments", "Additional comments"), journal("work_notes", "Work notes", "itil"),
 		}},
 		{Name: "sys_journal_field", Label: "Journal Entry", Display: "sys_id", Create: admin, Write: admin, Delete: admin, Fields: []*field{
@@ -213,7 +225,8 @@ func buildSchema() map[string]*tableDef {
 		{Name: "sys_dictionary", Label: "Dictionary Entry", Display: "column_label", Create: admin, Write: admin, Delete: admin, Fields: []*field{
 			s("name", "Table", 80), s("element", "Column name", 80), s("column_label", "Column label", 80),
 			s("internal_type", "Type", 40), s("reference", "Reference", 80), boolf("mandatory", "Mandatory"),
-			intf("max_length", "Max length"), boolf("active", "Active"), boolf("read_only", "Read only"), boolf("display", "Display"),
+			intf("max_length", "Max length"), activef(), boolf("read_only", "Read only"), boolf("display", "Display"),
+			s("default_value", "Default value", 255),
 		}},
 		{Name: "sys_choice", Label: "Choice", Display: "label", Create: admin, Write: admin, Delete: admin, Fields: []*field{
 			s("name", "Table", 80), s("element", "Element", 80), s("value", "Value", 40), s("label", "Label", 100),

@@ -317,7 +317,8 @@ func (s *Server) seedMeta(at time.Time) {
 			s.seedInsert("sys_dictionary", n+"."+f.Name, map[string]string{"name": n, "element": f.Name,
 				"column_label": f.Label, "internal_type": internal, "reference": f.Ref,
 				"mandatory": strconv.FormatBool(f.Mandatory), "max_length": strconv.Itoa(f.MaxLen), "active": "true",
-				"read_only": strconv.FormatBool(isSysField(f.Name)), "display": strconv.FormatBool(td.Display == f.Name)}, "system", at)
+				"read_only": strconv.FormatBool(isSysField(f.Name)), "display": strconv.FormatBool(td.Display == f.Name),
+				"default_value": f.Default}, "system", at)
 			for i, ch := range f.Choices {
 				s.seedInsert("sys_choice", n+"."+f.Name+"="+ch.Value, map[string]string{"name": n, "element": f.Name,
 					"value": ch.Value, "label": ch.Label, "sequence": strconv.Itoa(i * 10),

@@ -534,8 +534,11 @@ func (s *Server) businessRules(td *tableDef, rec, before record, p *principal) {
 		if td.Prefix != "" && rec["number"] == "" {
 			rec["number"] = s.nextNumber(td)
 		}
-		if td.field("active") != nil && rec["active"] == "" {
-			rec["active"] = "true"
+		// an empty value does not clear a choice field: it keeps its default
+		for _, f := range td.Fields {
+			if f.Default != "" && len(f.Choices) > 0 && rec[f.Name] == "" {
+				rec[f.Name] = f.Default
+			}
 		}
 		if td.field("opened_by") != nil && rec["opened_by"] == "" {
 			rec["opened_by"] = p.SysID
@@ -546,17 +549,7 @@ func (s *Server) businessRules(td *tableDef, rec, before record, p *principal) {
 	}
 	switch td.Name {
 	case "incident":
-		if insert {
-			if rec["state"] == "" {
-				rec["state"] = "1"
-			}
-			if rec["impact"] == "" {
-				rec["impact"] = "3"
-			}
-			if rec["urgency"] == "" {
-				rec["urgency"] = "3"
-			}
-		}
+		// priority is computed from impact and urgency, never set directly
 		if insert || rec["impact"] != before["impact"] || rec["urgency"] != before["urgency"] {
 			if pr, ok := priorityMatrix[rec["impact"]+rec["urgency"]]; ok {
 				rec["priority"] = pr
@@ -586,35 +579,23 @@ func (s *Server) businessRules(td *tableDef, rec, before record, p *principal) {
 			rec["reassignment_count"] = strconv.Itoa(n + 1)
 		}
 	case "change_request":
-		if insert {
-			if rec["state"] == "" {
-				rec["state"] = "-5"
-			}
-			if rec["type"] == "" {
-				rec["type"] = "normal"
-			}
-			if rec["risk"] == "" {
-				rec["risk"] = "3"
-			}
-			if rec["requested_by"] == "" {
-				rec["requested_by"] = p.SysID
+		if insert && rec["requested_by"] == "" {
+			rec["requested_by"] = p.SysID
+		}
+		// priority follows the same matrix as incident, but a change's
+		// priority may also be set by hand: an explicit one is kept
+		recompute := rec["impact"] != before["impact"] || rec["urgency"] != before["urgency"]
+		if insert && rec["priority"] == "" || !insert && recompute && rec["priority"] == before["priority"] {
+			if pr, ok := priorityMatrix[rec["impact"]+rec["urgency"]]; ok {
+				rec["priority"] = pr
 			}
 		}
 		if rec["state"] == "3" || rec["state"] == "4" {
 			rec["active"] = "false"
 		}
-	case "change_task":
-		if insert && rec["state"] == "" {
-			rec["state"] = "1"
-		}
 	case "kb_knowledge":
-		if insert {
-			if rec["workflow_state"] == "" {
-				rec["workflow_state"] = "draft"
-			}
-			if rec["author"] == "" {
-				rec["author"] = p.SysID
-			}
+		if insert && rec["author"] == "" {
+			rec["author"] = p.SysID
 		}
 		if rec["workflow_state"] == "published" && rec["published"] == "" {
 			rec["published"] = now
@@ -638,16 +619,20 @@ func (s *Server) stamp(rec record, p *principal, insert bool) {
 	rec["sys_updated_on"], rec["sys_updated_by"] = now, p.UserName
 }
 
-// emptyRecord gives every field its type's empty value.
+// emptyRecord gives every field its dictionary default, or else its
+// type's empty value.
 func emptyRecord(td *tableDef) record {
 	rec := make(record, len(td.Fields))
 	for _, f := range td.Fields {
-		if f.Type == tJournal {
+		switch {
+		case f.Type == tJournal:
 			continue
-		}
-		rec[f.Name] = ""
-		if f.Type == tBoolean {
+		case f.Default != "":
+			rec[f.Name] = f.Default
+		case f.Type == tBoolean:
 			rec[f.Name] = "false"
+		default:
+			rec[f.Name] = ""
 		}
 	}
 	return rec

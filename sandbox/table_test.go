@@ -359,3 +359,93 @@ func parseLink(t *testing.T, h string) map[string]url.Values {
 	}
 	return out
 }
+
+// TestInsertDictionaryDefaults checks that a new record starts from the
+// dictionary defaults (active=true on every table that has it, task
+// impact/urgency 3 with the priority that follows) and that what the client
+// sends wins over them.
+func TestInsertDictionaryDefaults(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("admin", "alice")
+	cases := []struct {
+		name, user, table string
+		body              map[string]any
+		want              map[string]string
+	}{
+		{"incident", "alice", "incident", map[string]any{"short_description": "d1"},
+			map[string]string{"active": "true", "state": "1", "impact": "3", "urgency": "3", "priority": "5"}},
+		{"change_request", "alice", "change_request", map[string]any{"short_description": "d2"},
+			map[string]string{"active": "true", "state": "-5", "type": "normal", "risk": "3", "impact": "3", "urgency": "3", "priority": "5"}},
+		{"change_request impact and urgency", "alice", "change_request", map[string]any{"short_description": "d3", "impact": "1", "urgency": "2"},
+			map[string]string{"impact": "1", "urgency": "2", "priority": "2"}},
+		{"change_request explicit priority", "alice", "change_request", map[string]any{"short_description": "d4", "priority": "1"},
+			map[string]string{"impact": "3", "urgency": "3", "priority": "1"}},
+		{"change_request empty impact keeps its default", "alice", "change_request", map[string]any{"short_description": "d5", "impact": ""},
+			map[string]string{"impact": "3", "priority": "5"}},
+		{"change_task", "alice", "change_task", map[string]any{"short_description": "d6", "change_request": seedID("change_request:chg0")},
+			map[string]string{"active": "true", "state": "1"}},
+		{"kb_knowledge", "alice", "kb_knowledge", map[string]any{"short_description": "d7", "kb_knowledge_base": seedID("kb_knowledge_base:it")},
+			map[string]string{"active": "true", "workflow_state": "draft"}},
+		{"kb_knowledge explicit inactive", "alice", "kb_knowledge", map[string]any{"short_description": "d8", "kb_knowledge_base": seedID("kb_knowledge_base:it"), "active": false},
+			map[string]string{"active": "false"}},
+		{"kb_knowledge_base", "admin", "kb_knowledge_base", map[string]any{"title": "d9"}, map[string]string{"active": "true"}},
+		{"sys_user", "admin", "sys_user", map[string]any{"user_name": "d10"}, map[string]string{"active": "true"}},
+		{"sys_user_group", "admin", "sys_user_group", map[string]any{"name": "d11"}, map[string]string{"active": "true"}},
+		{"sc_category", "admin", "sc_category", map[string]any{"title": "d12"}, map[string]string{"active": "true"}},
+		{"sc_cat_item", "admin", "sc_cat_item", map[string]any{"name": "d13"}, map[string]string{"active": "true"}},
+		{"item_option_new", "admin", "item_option_new", map[string]any{"name": "d14", "cat_item": seedID("sc_cat_item:item0")},
+			map[string]string{"active": "true", "mandatory": "false"}},
+		{"sc_request", "alice", "sc_request", map[string]any{"short_description": "d15"}, map[string]string{"active": "true"}},
+		{"sc_req_item", "alice", "sc_req_item", map[string]any{"short_description": "d16"}, map[string]string{"active": "true"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.api("POST", "/api/now/table/"+tc.table, tok[tc.user], tc.body)
+			if r.status != 201 {
+				t.Fatalf("insert: %d %s", r.status, r.body)
+			}
+			rec := r.one(t)
+			for k, v := range tc.want {
+				if rec[k] != v {
+					t.Errorf("%s = %v, want %q", k, rec[k], v)
+				}
+			}
+		})
+	}
+
+	t.Run("change priority follows impact and urgency on update", func(t *testing.T) {
+		id := e.api("POST", "/api/now/table/change_request", tok["alice"], map[string]any{"short_description": "u1"}).one(t)["sys_id"].(string)
+		rec := e.api("PATCH", "/api/now/table/change_request/"+id, tok["alice"], map[string]any{"impact": "1", "urgency": "1"}).one(t)
+		if rec["priority"] != "1" {
+			t.Fatalf("priority after impact 1 urgency 1: %v", rec["priority"])
+		}
+		rec = e.api("PATCH", "/api/now/table/change_request/"+id, tok["alice"], map[string]any{"impact": "3", "priority": "2"}).one(t)
+		if rec["priority"] != "2" {
+			t.Fatalf("a priority set with the impact must be kept: %v", rec["priority"])
+		}
+	})
+
+	t.Run("order_now creates an active request and item", func(t *testing.T) {
+		item := seedID("sc_cat_item:item0")
+		r := e.api("POST", "/api/sn_sc/servicecatalog/items/"+item+"/order_now", tok["alice"], map[string]any{"sysparm_quantity": 1})
+		if r.status != 200 {
+			t.Fatalf("order: %d %s", r.status, r.body)
+		}
+		req := r.one(t)["sys_id"].(string)
+		if rec := e.api("GET", "/api/now/table/sc_request/"+req, tok["alice"], nil).one(t); rec["active"] != "true" {
+			t.Errorf("sc_request active = %v", rec["active"])
+		}
+		ritms := e.api("GET", "/api/now/table/sc_req_item?sysparm_query=request="+req, tok["alice"], nil).list(t)
+		if len(ritms) != 1 || ritms[0]["active"] != "true" {
+			t.Errorf("sc_req_item: %v", ritms)
+		}
+	})
+
+	t.Run("sys_dictionary reports the default", func(t *testing.T) {
+		q := url.QueryEscape("name=change_request^element=active")
+		rows := e.api("GET", "/api/now/table/sys_dictionary?sysparm_query="+q, tok["admin"], nil).list(t)
+		if len(rows) != 1 || rows[0]["default_value"] != "true" {
+			t.Fatalf("sys_dictionary change_request.active: %v", rows)
+		}
+	})
+}
