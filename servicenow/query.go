@@ -24,7 +24,7 @@ type Order struct {
 // Query is a list filter built from parts. All conditions must hold; each
 // group in Any must have at least one condition that holds; Raw is an
 // encoded query the caller wrote, checked elsewhere against the table's
-// dictionary, and ANDed with the structured parts.
+// dictionary, and ANDed with the structured parts (see CheckRaw).
 type Query struct {
 	All   []Condition
 	Any   [][]Condition
@@ -85,8 +85,8 @@ func (q Query) Encode() (string, error) {
 	}
 	structured := strings.Join(parts, "^")
 
-	raw := strings.TrimSpace(q.Raw)
-	if err := checkRaw(raw); err != nil {
+	raw := strings.TrimLeft(strings.TrimSpace(q.Raw), "^")
+	if err := CheckRaw(raw, structured != ""); err != nil {
 		return "", err
 	}
 	out := joinRaw(structured, raw)
@@ -107,9 +107,8 @@ func (q Query) Encode() (string, error) {
 	return out, nil
 }
 
-// joinRaw ANDs the structured conditions with a raw query. A raw query
-// with ^NQ is an OR of whole queries, so the structured part is repeated
-// in each of them; otherwise it would constrain only the first.
+// joinRaw ANDs the structured conditions with a raw query that CheckRaw
+// accepted.
 func joinRaw(structured, raw string) string {
 	switch {
 	case raw == "":
@@ -117,15 +116,7 @@ func joinRaw(structured, raw string) string {
 	case structured == "":
 		return raw
 	}
-	segments := splitNQ(raw)
-	for i, seg := range segments {
-		if seg == "" {
-			segments[i] = structured
-			continue
-		}
-		segments[i] = structured + "^" + seg
-	}
-	return strings.Join(segments, "^NQ")
+	return structured + "^" + raw
 }
 
 func (c Condition) encode() (string, error) {
@@ -197,13 +188,46 @@ func checkValue(c Condition, v string) error {
 	return nil
 }
 
-func checkRaw(raw string) error {
+// CheckRaw refuses an encoded query that could return more than it says
+// once it is sent: one with control characters; one whose first condition
+// joins by OR or NQ, which would widen the conditions before it; and,
+// when structured conditions come before it (structured), one with ^NQ:
+// A^B^NQC means (A and B) or C, so the structured conditions would hold
+// only for the first query. Carets are split plainly here, without
+// reading ^^ as a literal caret, so that no reading of the query can
+// slip an OR or NQ past the check.
+func CheckRaw(raw string, structured bool) error {
 	for _, r := range raw {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
 			return &InputError{Msg: "the encoded query contains a control character or invalid text"}
 		}
 	}
+	first := firstCondition(raw)
+	switch {
+	case strings.HasPrefix(first, "OR"):
+		return &InputError{Msg: fmt.Sprintf("the encoded query starts with OR (%q), which would join it by OR to the conditions before it and widen them: "+
+			"start it with a condition (%s), and to OR conditions together write them all in the encoded query (a=1^ORb=2)", clip(first), clip(first[2:]))}
+	case strings.HasPrefix(first, "NQ"):
+		return &InputError{Msg: fmt.Sprintf("the encoded query starts with NQ (%q), which would start a new query ORed with the conditions before it and widen them: "+
+			"leave out the leading NQ", clip(first))}
+	}
+	if structured && strings.Contains(raw, "^NQ") {
+		return &InputError{Msg: "the encoded query holds ^NQ, which ORs whole queries (A^B^NQC means (A and B) or C), " +
+			"so the other filters and conditions would hold only for its first part: put every condition in the encoded query alone, " +
+			"or drop the ^NQ and join conditions with ^ and ^OR"}
+	}
 	return nil
+}
+
+// firstCondition is the first piece of raw that is not empty or a sort.
+func firstCondition(raw string) string {
+	for _, piece := range strings.Split(raw, "^") {
+		piece = strings.TrimSpace(piece)
+		if piece != "" && piece != "EQ" && !strings.HasPrefix(piece, "ORDERBY") {
+			return piece
+		}
+	}
+	return ""
 }
 
 // EncodedPart is one piece of an encoded query.
@@ -319,25 +343,4 @@ func splitCaret(q string) []string {
 		cur.Reset()
 	}
 	return append(parts, cur.String())
-}
-
-// splitNQ splits a raw query into its ^NQ segments, leaving ^^ alone.
-func splitNQ(q string) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(q); i++ {
-		if q[i] != '^' {
-			continue
-		}
-		if i+1 < len(q) && q[i+1] == '^' {
-			i++
-			continue
-		}
-		if strings.HasPrefix(q[i:], "^NQ") {
-			out = append(out, q[start:i])
-			start = i + 3
-			i += 2
-		}
-	}
-	return append(out, q[start:])
 }

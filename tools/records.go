@@ -29,8 +29,11 @@ type ListSpec struct {
 	// Encoded is a raw encoded query; every field it names is checked
 	// against the dictionary before anything is sent.
 	Encoded string
-	Fields  []string
-	Order   []servicenow.Order
+	// EncodedArg names the argument Encoded came from, for messages;
+	// empty when the tool built the query itself.
+	EncodedArg string
+	Fields     []string
+	Order      []servicenow.Order
 	// DefaultOrder applies when neither Order nor Encoded sorts; newest
 	// first when empty. sys_id is always added last as a tie-break so that
 	// paging is stable.
@@ -530,9 +533,14 @@ func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec Lis
 
 	callerSorted := false
 	if spec.Encoded != "" {
+		// The filters and conditions go before the encoded query, which
+		// may not widen them.
+		if err := servicenow.CheckRaw(spec.Encoded, len(conds) > 0); err != nil {
+			return "", argumentError(spec.EncodedArg, err)
+		}
 		parts, err := servicenow.ParseEncoded(spec.Encoded)
 		if err != nil {
-			return "", err
+			return "", argumentError(spec.EncodedArg, err)
 		}
 		for _, p := range parts {
 			if p.Kind == "other" {
@@ -566,6 +574,15 @@ func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec Lis
 		order = append(append([]servicenow.Order(nil), order...), servicenow.Order{Field: "sys_id"})
 	}
 	return servicenow.Query{All: conds, Raw: spec.Encoded, Order: order}.Encode()
+}
+
+// argumentError names the argument an input error is about, when known.
+func argumentError(arg string, err error) error {
+	var input *servicenow.InputError
+	if arg == "" || !errors.As(err, &input) {
+		return err
+	}
+	return &servicenow.InputError{Msg: fmt.Sprintf("argument %q: %s", arg, input.Msg)}
 }
 
 // filterCondition reads one entry of a filters object.

@@ -31,7 +31,8 @@ var (
 			{Name: "values", Type: "array", Items: &Param{Type: "string"}, Description: "Values for IN, NOT IN (any number) and BETWEEN (two)."},
 		}}}
 	encodedParam = Param{Name: "query", Type: "string",
-		Description: "A ServiceNow encoded query, e.g. active=true^priority<=2^ORDERBYDESCopened_at, ANDed with filters and conditions. " +
+		Description: "A ServiceNow encoded query, e.g. active=true^priority<=2^ORDERBYDESCopened_at, ANDed with filters and conditions, " +
+			"so it may not start with OR or NQ, and ^NQ (an OR of whole queries) works only when it is the whole filter. " +
 			"Every field in it is checked first, since ServiceNow silently ignores a condition it cannot read."}
 	fieldsParam = Param{Name: "fields", Type: "array", Items: &Param{Type: "string"},
 		Description: "Fields to return (dot-walk allowed). Leave out for a short default list; sys_id is always included."}
@@ -134,7 +135,7 @@ func queryRecords(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 // filterSpec reads the table and the filter arguments shared by the
 // query and aggregate tools.
 func filterSpec(c *Call) (ListSpec, *mcp.CallToolResult) {
-	spec := ListSpec{Table: c.Args.String("table"), Filters: c.Args.Object("filters"), Encoded: c.Args.String("query")}
+	spec := ListSpec{Table: c.Args.String("table"), Filters: c.Args.Object("filters"), Encoded: c.Args.String("query"), EncodedArg: "query"}
 	list, _ := c.Args["conditions"].([]any)
 	for i, item := range list {
 		m, _ := item.(Args)

@@ -400,3 +400,57 @@ func TestPagingPastHiddenRows(t *testing.T) {
 		})
 	}
 }
+
+// A raw encoded query is ANDed after the filters and conditions and may
+// never widen them: an OR or NQ at its start, or an NQ anywhere when
+// filters come before it, is refused naming the argument. Alone, a raw
+// query keeps ServiceNow's own ^NQ meaning.
+func TestRawQueryCannotWiden(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	me := map[string]any{"caller_id": "me"}
+	refused := []struct {
+		name    string
+		filters map[string]any
+		query   string
+		want    []string
+	}{
+		{"leading OR", me, "ORpriority=5", []string{`argument "query"`, "starts with OR", "priority=5"}},
+		{"leading ^OR", me, "^ORpriority=5", []string{`argument "query"`, "starts with OR"}},
+		{"OR after a sort", me, "ORDERBYnumber^ORpriority=5", []string{`argument "query"`, "starts with OR"}},
+		{"leading NQ", me, "NQpriority=5", []string{`argument "query"`, "starts with NQ"}},
+		{"leading ^NQ", me, "^NQpriority=5", []string{`argument "query"`, "starts with NQ"}},
+		{"NQ after filters", me, "active=true^NQpriority=5", []string{`argument "query"`, "^NQ", "alone"}},
+		{"leading OR alone", nil, "ORpriority=5", []string{`argument "query"`, "starts with OR"}},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			args := map[string]any{"table": "incident", "query": tt.query}
+			if tt.filters != nil {
+				args["filters"] = tt.filters
+			}
+			failsWith(t, env.Call(t, "alice", "servicenow_query_records", args), tt.want...)
+			failsWith(t, env.Call(t, "alice", "servicenow_aggregate_records", args), tt.want...)
+		})
+	}
+
+	total := func(args map[string]any) float64 {
+		t.Helper()
+		args["table"], args["limit"] = "incident", 100
+		args["fields"] = []string{"caller_id", "priority"}
+		return ok(t, env.Call(t, "alice", "servicenow_query_records", args))["total"].(float64)
+	}
+	mine := records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": me, "query": "priority=5^ORpriority=4^ORpriority=3", "fields": []string{"caller_id"}, "limit": 100})))
+	if len(mine) == 0 {
+		t.Fatal("alice called no incidents of priority 3 to 5; the test needs some")
+	}
+	for _, r := range mine {
+		if d := r["caller_id"].(map[string]any)["display"]; d != "Alice Archer" {
+			t.Fatalf("an OR inside the query widened the filters: caller %v", d)
+		}
+	}
+	p1, p5 := total(map[string]any{"query": "priority=1"}), total(map[string]any{"query": "priority=5"})
+	if both := total(map[string]any{"query": "priority=1^NQpriority=5"}); both != p1+p5 || p1 == 0 || p5 == 0 {
+		t.Fatalf("priority=1^NQpriority=5 alone matched %v, want %v + %v", both, p1, p5)
+	}
+}
