@@ -470,12 +470,20 @@ func resolveReference(ctx context.Context, d *Deps, c *Call, table, key string) 
 
 // pickMatch chooses the one record a key names. When several match, one
 // matching on an earlier (more specific) field wins: a user name beats
-// an email, which beats a display name.
+// an email, which beats a display name. Values are compared without
+// regard to case, as ServiceNow compares =, and a single record that
+// came back is the match whatever its case.
 func pickMatch(table, key, tried string, fields []string, rows []map[string]any) (string, error) {
+	if len(rows) == 0 {
+		return "", &servicenow.InputError{Msg: fmt.Sprintf("no %s record has %s %q (or this user cannot see it); check the spelling or give the sys_id", table, tried, key)}
+	}
+	if len(rows) == 1 {
+		return plainValue(rows[0]["sys_id"]), nil
+	}
 	for _, f := range fields {
 		var hits []string
 		for _, r := range rows {
-			if plainValue(r[f]) == key {
+			if strings.EqualFold(plainValue(r[f]), key) {
 				hits = append(hits, plainValue(r["sys_id"]))
 			}
 		}
@@ -485,9 +493,6 @@ func pickMatch(table, key, tried string, fields []string, rows []map[string]any)
 		if len(hits) > 1 {
 			break
 		}
-	}
-	if len(rows) == 0 {
-		return "", &servicenow.InputError{Msg: fmt.Sprintf("no %s record has %s %q (or this user cannot see it); check the spelling or give the sys_id", table, tried, key)}
 	}
 	var seen []string
 	for _, r := range rows {

@@ -185,12 +185,13 @@ func TestReferenceKeys(t *testing.T) {
 			aliceID = u.SysID
 		}
 	}
-	for _, key := range []string{"alice", "alice@example.com", "Alice Archer", "me", aliceID} {
+	email := ok(t, env.Call(t, "alice", "servicenow_get_record", map[string]any{
+		"table": "sys_user", "record": aliceID, "fields": []string{"email"}}))["email"].(string)
+	// ServiceNow compares = without regard to case, so a key in another
+	// case names the same one record.
+	for _, key := range []string{"alice", email, "Alice Archer", "me", aliceID,
+		"ALICE", strings.ToUpper(email), "alice archer", "Me"} {
 		t.Run(key, func(t *testing.T) {
-			if key == "alice@example.com" {
-				u := ok(t, env.Call(t, "alice", "servicenow_get_record", map[string]any{"table": "sys_user", "record": aliceID, "fields": []string{"email"}}))
-				key = u["email"].(string)
-			}
 			rs := records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
 				"table": "incident", "filters": map[string]any{"assigned_to": key}, "fields": []string{"assigned_to"}})))
 			if len(rs) == 0 {
@@ -215,6 +216,24 @@ func TestReferenceKeys(t *testing.T) {
 		"table": "incident", "filters": map[string]any{"assigned_to": "sam.one"}}))
 	failsWith(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
 		"table": "incident", "filters": map[string]any{"assignment_group": "No Such Group"}}), "sys_user_group")
+
+	// Two records come back for Pat.Lee: the user name, in another case,
+	// beats a display name that is the key in capitals.
+	for _, u := range []map[string]any{
+		{"user_name": "pat.lee", "name": "Pat Lee", "email": "pat.lee@example.com"},
+		{"user_name": "pat.other", "name": "PAT.LEE", "email": "pat.other@example.com"},
+	} {
+		ok(t, env.Call(t, "admin", "servicenow_create_record", map[string]any{"table": "sys_user", "values": u}))
+	}
+	for _, key := range []string{"Pat.Lee", "PAT.LEE", "pat.lee"} {
+		t.Run("two rows for "+key, func(t *testing.T) {
+			rec := ok(t, env.Call(t, "alice", "servicenow_create_record", map[string]any{"table": "incident", "values": map[string]any{
+				"short_description": "Assigned by " + key, "caller_id": "me", "assigned_to": key}, "fields": []string{"assigned_to"}}))["record"]
+			if d := rec.(map[string]any)["assigned_to"].(map[string]any)["display"]; d != "Pat Lee" {
+				t.Errorf("assigned_to %q went to %v, want the user named pat.lee", key, d)
+			}
+		})
+	}
 }
 
 func TestWritesAndErrors(t *testing.T) {
