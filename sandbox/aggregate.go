@@ -129,9 +129,11 @@ func (s *Server) serveAggregate(w http.ResponseWriter, r *http.Request, p *princ
 		for i, path := range groupBy {
 			f := path[len(path)-1]
 			v := g.key[i]
-			gf[i] = map[string]string{"field": groupNames[i], "value": v, "display_value": s.displayOf(f, v)}
-			if dv == "true" {
-				gf[i]["value"] = s.displayOf(f, v)
+			// value is always the stored value; display_value comes only
+			// when asked for (true or all), as ServiceNow answers
+			gf[i] = map[string]string{"field": groupNames[i], "value": v}
+			if dv == "true" || dv == "all" {
+				gf[i]["display_value"] = s.displayOf(f, v)
 			}
 		}
 		out = append(out, map[string]any{"stats": statsOf(g), "groupby_fields": gf})
