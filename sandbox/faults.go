@@ -55,8 +55,11 @@ type Faults struct {
 	// "Instance Hibernating page".
 	Hibernate bool `json:"hibernate"`
 	// Status injects an error answer: 429 (rate limit JSON + headers),
-	// 502 and 503 (HTML proxy/maintenance pages), any other 4xx/5xx (the
-	// ServiceNow error envelope).
+	// 502 and 503 (HTML proxy/maintenance pages), any other 4xx/5xx the
+	// ServiceNow error envelope with the message ServiceNow gives for that
+	// status (403 "Operation Failed" / ACL Exception, 404 "No Record found",
+	// 400 "Invalid table", ...; see faultError). A 401 on the token
+	// endpoint is OAuth's server_error/access_denied refusal.
 	Status int `json:"status"`
 	// RetryAfter is the Retry-After seconds sent with 429 (default 30).
 	RetryAfter int `json:"retry_after"`
@@ -224,11 +227,67 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, scope, user
 		case http.StatusServiceUnavailable:
 			writeHTML(w, http.StatusServiceUnavailable, maintenanceHTML)
 		default:
-			writeErr(w, f.Status, "Internal server error", "The sandbox injected this failure")
+			if scope == scopeToken && f.Status == http.StatusUnauthorized {
+				// the token endpoint refuses in OAuth's shape, not the REST one
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "server_error", "error_description": "access_denied"})
+				break
+			}
+			msg, detail := faultError(f.Status, r)
+			writeErr(w, f.Status, msg, detail)
 		}
 		return true
 	}
 	return false // only a delay: go on normally
+}
+
+// faultError picks the message and detail ServiceNow's REST APIs answer
+// with for an HTTP status (reference B.8), so an injected status reads like
+// a real one. Statuses with no observed message get the status text and a
+// null detail; 5xx stay a generic server error.
+func faultError(status int, r *http.Request) (string, any) {
+	switch status {
+	case http.StatusBadRequest:
+		if table := tableInPath(r.URL.Path); table != "" {
+			return "Invalid table " + table, nil
+		}
+		return "Requested URI does not represent any resource", nil
+	case http.StatusUnauthorized:
+		return "User Not Authenticated", "Required to provide Auth information"
+	case http.StatusForbidden:
+		switch r.Method {
+		case http.MethodPost:
+			return "Operation Failed", "ACL Exception Insert Failed due to security constraints"
+		case http.MethodPut, http.MethodPatch:
+			return "Operation Failed", "ACL Exception Update Failed due to security constraints"
+		case http.MethodDelete:
+			return "Operation Failed", "ACL Exception Delete Failed due to security constraints"
+		}
+		return "Insufficient rights to query records", "Field(s) present in the query do not have permission to be read"
+	case http.StatusNotFound:
+		return "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
+	case http.StatusMethodNotAllowed:
+		return "Method not Supported", "Method " + r.Method + " not supported for API"
+	}
+	if status >= 500 {
+		return "Internal server error", "The sandbox injected this failure"
+	}
+	return http.StatusText(status), nil
+}
+
+// tableInPath is the table of a Table API path (/api/now[/v1|/v2]/table/NAME[/...]), or "".
+func tableInPath(p string) string {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	if len(parts) < 3 || parts[0] != "api" || parts[1] != "now" {
+		return ""
+	}
+	rest := parts[2:]
+	if rest[0] == "v1" || rest[0] == "v2" {
+		rest = rest[1:]
+	}
+	if len(rest) >= 2 && rest[0] == "table" {
+		return rest[1]
+	}
+	return ""
 }
 
 // truncateFault reports (and consumes) a truncation fault for this request.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -83,6 +84,51 @@ func TestAnsweringFaults(t *testing.T) {
 	if st.TokenRequests["refresh_token"]["fault"] != 5 || st.APIByStatus["502"] != 1 || st.APIByStatus["429"] != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// TestStatusFaultEnvelopes checks that an injected status answers with the
+// envelope ServiceNow gives for it, not one generic message.
+func TestStatusFaultEnvelopes(t *testing.T) {
+	e := newEnv(t, Options{})
+	at, rt := e.tokens("alice")
+	inc := "/api/now/table/incident/" + seedID("incident:inc0")
+	cases := []struct {
+		status       int
+		method, path string
+		msg          string
+		detail       any
+	}{
+		{400, "GET", "/api/now/table/incident", "Invalid table incident", nil},
+		{400, "GET", "/api/now/v2/table/change_request/" + seedID("change_request:chg0"), "Invalid table change_request", nil},
+		{400, "GET", "/api/now/stats/incident", "Requested URI does not represent any resource", nil},
+		{401, "GET", "/api/now/table/incident", "User Not Authenticated", "Required to provide Auth information"},
+		{403, "POST", "/api/now/table/incident", "Operation Failed", "ACL Exception Insert Failed due to security constraints"},
+		{403, "PATCH", inc, "Operation Failed", "ACL Exception Update Failed due to security constraints"},
+		{403, "PUT", inc, "Operation Failed", "ACL Exception Update Failed due to security constraints"},
+		{403, "DELETE", inc, "Operation Failed", "ACL Exception Delete Failed due to security constraints"},
+		{403, "GET", "/api/now/table/incident", "Insufficient rights to query records", "Field(s) present in the query do not have permission to be read"},
+		{404, "GET", inc, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"},
+		{404, "GET", "/api/now/attachment/" + seedID("sys_attachment:att0"), "No Record found", "Record doesn't exist or ACL restricts the record retrieval"},
+		{405, "GET", "/api/now/table/incident", "Method not Supported", "Method GET not supported for API"},
+		{409, "GET", "/api/now/table/incident", "Conflict", nil},
+		{500, "GET", "/api/now/table/incident", "Internal server error", "The sandbox injected this failure"},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.status, " ", tc.method, " ", tc.path), func(t *testing.T) {
+			e.sb.SetFaults(Faults{Status: tc.status, Scope: "api"})
+			defer e.sb.SetFaults(Faults{})
+			var body any
+			if tc.method != "GET" && tc.method != "DELETE" {
+				body = map[string]any{"short_description": "x"}
+			}
+			assertEnvelope(t, e.api(tc.method, tc.path, at, body), tc.status, tc.msg, tc.detail)
+		})
+	}
+	t.Run("401 on the token endpoint is OAuth's refusal", func(t *testing.T) {
+		e.sb.SetFaults(Faults{Status: 401, Scope: "token"})
+		defer e.sb.SetFaults(Faults{})
+		assertRefused(t, e.refresh(rt))
+	})
 }
 
 func TestFaultTargeting(t *testing.T) {
