@@ -241,7 +241,10 @@ func aggregateRecords(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult
 	}
 	if len(groupBy) > 0 {
 		q.Set("sysparm_group_by", strings.Join(groupBy, ","))
-		q.Set("sysparm_display_value", "true")
+		// all: each group keeps its stored value (a sys_id for a
+		// reference) beside its display value; true would send only the
+		// display text.
+		q.Set("sysparm_display_value", "all")
 		if count {
 			q.Set("sysparm_order_by", "COUNT^DESC")
 		}
@@ -255,7 +258,8 @@ func aggregateRecords(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult
 }
 
 // aggregateAnswer shapes a stats answer: numbers stay strings as
-// ServiceNow sends them; groups carry their value and display value.
+// ServiceNow sends them; each group field is {value, display}, the
+// display falling back to the value when ServiceNow sends none.
 func aggregateAnswer(table string, resp *servicenow.Response, budget int) *mcp.CallToolResult {
 	var body struct {
 		Result json.RawMessage `json:"result"`
@@ -272,9 +276,9 @@ func aggregateAnswer(table string, resp *servicenow.Response, budget int) *mcp.C
 	var groups []struct {
 		Stats   map[string]any `json:"stats"`
 		GroupBy []struct {
-			Field        string `json:"field"`
-			Value        string `json:"value"`
-			DisplayValue string `json:"display_value"`
+			Field        string  `json:"field"`
+			Value        string  `json:"value"`
+			DisplayValue *string `json:"display_value"`
 		} `json:"groupby_fields"`
 	}
 	if err := json.Unmarshal(body.Result, &groups); err != nil {
@@ -285,11 +289,11 @@ func aggregateAnswer(table string, resp *servicenow.Response, budget int) *mcp.C
 	for _, g := range groups {
 		by := map[string]any{}
 		for _, f := range g.GroupBy {
-			if f.DisplayValue != "" && f.DisplayValue != f.Value {
-				by[f.Field] = map[string]any{"value": f.Value, "display": f.DisplayValue}
-			} else {
-				by[f.Field] = f.Value
+			display := f.Value
+			if f.DisplayValue != nil {
+				display = *f.DisplayValue
 			}
+			by[f.Field] = map[string]any{"value": f.Value, "display": display}
 		}
 		item := map[string]any{"group": by, "stats": g.Stats}
 		b, _ := marshal(item)

@@ -7,7 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mark3labs/mcp-go/mcp"
+
 	"servicenow-mcp/config"
+	"servicenow-mcp/servicenow"
 )
 
 func names(defs []Def) []string {
@@ -174,4 +177,39 @@ func FuzzNormaliseArgs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestAggregateAnswerGroups: each group field is {value, display}; a field
+// without display_value (as ServiceNow answers without
+// sysparm_display_value) shows its value as the display.
+func TestAggregateAnswerGroups(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want string
+	}{
+		{"value and display", `{"result":[{"stats":{"count":"3"},"groupby_fields":[{"field":"priority","value":"3","display_value":"3 - Moderate"}]}]}`,
+			`{"group":{"priority":{"display":"3 - Moderate","value":"3"}},"stats":{"count":"3"}}`},
+		{"no display_value", `{"result":[{"stats":{"count":"3"},"groupby_fields":[{"field":"priority","value":"3"}]}]}`,
+			`{"group":{"priority":{"display":"3","value":"3"}},"stats":{"count":"3"}}`},
+		{"empty group", `{"result":[{"stats":{"count":"2"},"groupby_fields":[{"field":"assignment_group","value":"","display_value":""}]}]}`,
+			`{"group":{"assignment_group":{"display":"","value":""}},"stats":{"count":"2"}}`},
+		{"same value and display", `{"result":[{"stats":{"count":"1"},"groupby_fields":[{"field":"short_description","value":"VPN","display_value":"VPN"}]}]}`,
+			`{"group":{"short_description":{"display":"VPN","value":"VPN"}},"stats":{"count":"1"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := aggregateAnswer("incident", &servicenow.Response{Status: 200, Body: []byte(tt.body)}, 10000)
+			var got struct {
+				Groups []json.RawMessage `json:"groups"`
+			}
+			text := res.Content[0].(mcp.TextContent).Text
+			if err := json.Unmarshal([]byte(text), &got); err != nil || len(got.Groups) != 1 {
+				t.Fatalf("answer %s", text)
+			}
+			if string(got.Groups[0]) != tt.want {
+				t.Fatalf("group %s\nwant  %s", got.Groups[0], tt.want)
+			}
+		})
+	}
 }

@@ -2,12 +2,18 @@ package tools_test
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"servicenow-mcp/config"
 	"servicenow-mcp/internal/testenv"
 )
 
@@ -471,5 +477,96 @@ func TestRawQueryCannotWiden(t *testing.T) {
 	p1, p5 := total(map[string]any{"query": "priority=1"}), total(map[string]any{"query": "priority=5"})
 	if both := total(map[string]any{"query": "priority=1^NQpriority=5"}); both != p1+p5 || p1 == 0 || p5 == 0 {
 		t.Fatalf("priority=1^NQpriority=5 alone matched %v, want %v + %v", both, p1, p5)
+	}
+}
+
+// watchedEnv is an Env whose instance traffic passes a proxy that keeps
+// the URL of every /api/ request, to see what was sent.
+func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []*url.URL) {
+	t.Helper()
+	var mu sync.Mutex
+	var sent []*url.URL
+	opts.Configure = func(cfg *config.Config) {
+		target, err := url.Parse(cfg.Connections[0].InstanceURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/api/") {
+				mu.Lock()
+				u := *r.URL
+				sent = append(sent, &u)
+				mu.Unlock()
+			}
+			proxy.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		cfg.Connections[0].InstanceURL = srv.URL
+	}
+	env := testenv.New(t, opts)
+	return env, func() []*url.URL {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(sent)
+	}
+}
+
+// Grouped aggregates ask for display_value=all, so that each group field
+// comes back as its stored value (a sys_id for a reference) and its
+// display value.
+func TestAggregateGroupValues(t *testing.T) {
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}})
+	groups := map[string]string{}
+	for _, r := range records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "sys_user_group", "fields": []string{"name"}, "limit": 100}))) {
+		groups[value(r["sys_id"])] = value(r["name"])
+	}
+	tests := []struct {
+		name  string
+		field string
+		check func(t *testing.T, value, display string)
+	}{
+		{"choice", "priority", func(t *testing.T, v, d string) {
+			if want := map[string]string{"1": "1 - Critical", "2": "2 - High", "3": "3 - Moderate", "4": "4 - Low", "5": "5 - Planning"}[v]; want == "" || d != want {
+				t.Errorf("priority group value %q display %q", v, d)
+			}
+		}},
+		{"reference", "assignment_group", func(t *testing.T, v, d string) {
+			if v == "" && d == "" {
+				return // the incidents with no group
+			}
+			if groups[v] == "" || groups[v] != d {
+				t.Errorf("assignment_group group value %q display %q; want a group sys_id and its name", v, d)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(sent())
+			m := ok(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident", "group_by": []string{tt.field}}))
+			var stats []string
+			for _, u := range sent()[before:] {
+				if strings.HasPrefix(u.Path, "/api/now/stats/") {
+					stats = append(stats, u.Query().Get("sysparm_display_value"))
+				}
+			}
+			if len(stats) != 1 || stats[0] != "all" {
+				t.Fatalf("sysparm_display_value of the stats requests: %q, want [all]", stats)
+			}
+			list, _ := m["groups"].([]any)
+			if len(list) < 2 {
+				t.Fatalf("want several groups: %v", m)
+			}
+			for _, g := range list {
+				f, ok := g.(map[string]any)["group"].(map[string]any)[tt.field].(map[string]any)
+				if !ok {
+					t.Fatalf("group field %s is not {value, display}: %v", tt.field, g)
+				}
+				v, _ := f["value"].(string)
+				d, _ := f["display"].(string)
+				tt.check(t, v, d)
+			}
+		})
 	}
 }
