@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +52,14 @@ func openLocalDB(dir string, log zerolog.Logger, gcEvery time.Duration) *localDB
 		defer close(l.gcDone)
 
 		start := time.Now()
-		l.db, l.err = badger.Open(badgerOptions(dir, log))
+		removeEmptyLogs(dir, log)
+		db, err := badger.Open(badgerOptions(dir, log))
+		if err == nil {
+			l.db = db
+		}
+		// On failure Badger may hand back a half-open database, whose Close
+		// would panic: it is dropped, never used.
+		l.err = err
 		close(l.ready)
 		if l.err != nil {
 			log.Error().Err(l.err).Str("dir", dir).Msg("open storage database")
@@ -59,6 +69,29 @@ func openLocalDB(dir string, log zerolog.Logger, gcEvery time.Duration) *localDB
 		l.collectGarbage(log, gcEvery)
 	}()
 	return l
+}
+
+// removeEmptyLogs deletes zero-length memtable and value-log files. Badger
+// creates such a file and sizes it at once; a process killed between the
+// two leaves it empty, and Badger then refuses to open the directory
+// ("Create a new file") although the file holds nothing.
+func removeEmptyLogs(dir string, log zerolog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+			continue
+		}
+		if info, err := e.Info(); err != nil || info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err == nil {
+			log.Warn().Str("file", name).Msg("removed an empty storage file left by a process that stopped while creating it")
+		}
+	}
 }
 
 func badgerOptions(dir string, log zerolog.Logger) badger.Options {

@@ -454,3 +454,34 @@ func TestLongDirectoryPathUsesShortSocket(t *testing.T) {
 		t.Fatalf("socket %s for a %d-byte directory path", second.socket, len(dir))
 	}
 }
+
+// TestReopenAfterKillWhileCreatingAFile: a process killed between Badger
+// creating a memtable or value-log file and sizing it leaves the file
+// empty; the next process opens the store anyway, with every account.
+func TestReopenAfterKillWhileCreatingAFile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, name := range []string{"00099.mem", "000099.vlog"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir, keys := t.TempDir(), Keyring{Current: testKey(1)}
+			s := openTest(t, dir, keys)
+			alice := testAccount("dev", "alice", "1")
+			if err := s.PutAccount(ctx, alice); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			again := openTest(t, dir, keys)
+			got, err := again.GetAccount(ctx, alice.Key())
+			if err != nil || *got != *alice {
+				t.Fatalf("after an empty %s: GetAccount = %+v, %v", name, got, err)
+			}
+		})
+	}
+}
