@@ -189,7 +189,7 @@ func (s *Server) catalogItem(item record, base string) map[string]any {
 	cat := item["category"]
 	return map[string]any{
 		"sys_id": item["sys_id"], "name": item["name"], "short_description": item["short_description"],
-		"description": item["description"], "price": "$" + item["price"], "type": "item",
+		"description": item["description"], "price": formatPrice(item["price"]), "type": "item",
 		"sys_class_name": "sc_cat_item", "show_price": true, "order": 0, "picture": "", "icon": "",
 		"category": map[string]any{"sys_id": cat, "title": s.refDisplay("sc_category", cat)},
 		"url":      base + "/api/sn_sc/servicecatalog/items/" + item["sys_id"],
@@ -205,16 +205,57 @@ func (s *Server) catalogVariables(itemID string) []map[string]any {
 			continue
 		}
 		choices := []map[string]any{}
-		for i, ch := range splitCSV(v["choices"]) {
-			choices = append(choices, map[string]any{"value": ch, "label": ch, "index": i})
+		display := v["default_value"]
+		for i, ch := range variableChoices(v["choices"]) {
+			choices = append(choices, map[string]any{"value": ch.Value, "label": ch.Label, "index": i})
+			if ch.Value == v["default_value"] {
+				display = ch.Label
+			}
 		}
 		typ, _ := strconv.Atoi(v["type"])
 		vars = append(vars, map[string]any{"name": v["name"], "label": v["question_text"], "type": typ,
 			"friendly_type": variableTypes[v["type"]], "mandatory": v["mandatory"] == "true",
-			"choices": choices, "value": v["default_value"], "displayvalue": v["default_value"],
+			"choices": choices, "value": v["default_value"], "displayvalue": display,
 			"id": v["sys_id"], "order": v["order"]})
 	}
 	return vars
+}
+
+// variableChoices reads item_option_new.choices: comma-separated
+// value=Label pairs; a bare value is its own label.
+func variableChoices(csv string) []choice {
+	var out []choice
+	for _, part := range splitCSV(csv) {
+		v, l, ok := strings.Cut(part, "=")
+		v, l = strings.TrimSpace(v), strings.TrimSpace(l)
+		if !ok || l == "" {
+			l = v
+		}
+		out = append(out, choice{Value: v, Label: l})
+	}
+	return out
+}
+
+// formatPrice renders a price as ServiceNow shows it to a US-English user:
+// "$1,100.00".
+func formatPrice(v string) string {
+	x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		return v
+	}
+	sign := ""
+	if x < 0 {
+		sign, x = "-", -x
+	}
+	whole, cents, _ := strings.Cut(strconv.FormatFloat(x, 'f', 2, 64), ".")
+	var b strings.Builder
+	for i, d := range whole {
+		if i > 0 && (len(whole)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(d)
+	}
+	return sign + "$" + b.String() + "." + cents
 }
 
 func (s *Server) catalogList(w http.ResponseWriter, r *http.Request, p *principal) {
@@ -308,7 +349,16 @@ func (s *Server) orderNow(w http.ResponseWriter, r *http.Request, p *principal, 
 		}
 	}
 	forUser := p.SysID
-	if body.RequestedFor != "" && s.data["sys_user"].rows[body.RequestedFor] != nil {
+	if body.RequestedFor != "" {
+		// ServiceNow's docs do not show the answer to an unknown
+		// sysparm_requested_for; this message is the sandbox's own, in
+		// the documented 400 error envelope.
+		u := s.data["sys_user"].rows[body.RequestedFor]
+		if u == nil || u["active"] != "true" {
+			s.mu.Unlock()
+			writeErr(w, http.StatusBadRequest, "Invalid requested_for", "No active user with sys_id "+body.RequestedFor)
+			return
+		}
 		forUser = body.RequestedFor
 	}
 	price, _ := strconv.ParseFloat(item["price"], 64)

@@ -296,3 +296,92 @@ func TestCatalog(t *testing.T) {
 		t.Fatalf("ritms %v", ritms)
 	}
 }
+
+func TestFormatPrice(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"1100.00", "$1,100.00"},
+		{"1100", "$1,100.00"},
+		{"650", "$650.00"},
+		{"0.00", "$0.00"},
+		{"999.999", "$1,000.00"},
+		{"1234567.5", "$1,234,567.50"},
+		{"100000", "$100,000.00"},
+		{"-1200", "-$1,200.00"},
+		{"n/a", "n/a"},
+	}
+	for _, tc := range cases {
+		if got := formatPrice(tc.in); got != tc.want {
+			t.Errorf("formatPrice(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestCatalogFidelity checks what the catalog shows and refuses as
+// ServiceNow does: choice labels, formatted prices, and an unknown
+// requested_for refused instead of silently ordering for the caller.
+func TestCatalogFidelity(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("admin", "alice")
+	laptop := seedID("sc_cat_item:item0")
+
+	t.Run("item price and choice labels", func(t *testing.T) {
+		got := e.api("GET", "/api/sn_sc/servicecatalog/items/"+laptop, tok["alice"], nil).one(t)
+		if got["price"] != "$1,100.00" {
+			t.Errorf("price %v", got["price"])
+		}
+		osVar := got["variables"].([]any)[0].(map[string]any)
+		want := map[string]string{"windows": "Windows", "macos": "macOS", "linux": "Linux"}
+		for _, ch := range osVar["choices"].([]any) {
+			c := ch.(map[string]any)
+			if want[c["value"].(string)] != c["label"] {
+				t.Errorf("choice %v", c)
+			}
+		}
+		if osVar["value"] != "windows" || osVar["displayvalue"] != "Windows" {
+			t.Errorf("default value %v / display %v", osVar["value"], osVar["displayvalue"])
+		}
+		for _, it := range e.api("GET", "/api/sn_sc/servicecatalog/items?sysparm_text=laptop", tok["alice"], nil).list(t) {
+			if it["price"] != "$1,100.00" {
+				t.Errorf("list price %v", it["price"])
+			}
+		}
+	})
+
+	inactive := e.api("POST", "/api/now/table/sys_user", tok["admin"], map[string]any{"user_name": "gone", "active": false}).one(t)["sys_id"].(string)
+	bob := seedID("sys_user:bob")
+	cases := []struct {
+		name, requestedFor string
+		status             int
+		wantFor            string
+	}{
+		{"no requested_for orders for the caller", "", 200, seedID("sys_user:alice")},
+		{"a known user", bob, 200, bob},
+		{"an unknown sys_id", strings.Repeat("ab", 16), 400, ""},
+		{"a user name is not a sys_id", "bob", 400, ""},
+		{"an inactive user", inactive, 400, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			body := map[string]any{"sysparm_quantity": 1}
+			if tc.requestedFor != "" {
+				body["sysparm_requested_for"] = tc.requestedFor
+			}
+			r := e.api("POST", "/api/sn_sc/servicecatalog/items/"+laptop+"/order_now", tok["alice"], body)
+			if tc.status != 200 {
+				assertEnvelope(t, r, tc.status, "Invalid requested_for", "No active user with sys_id "+tc.requestedFor)
+				return
+			}
+			if r.status != 200 {
+				t.Fatalf("order %d %s", r.status, r.body)
+			}
+			id := r.one(t)["sys_id"].(string)
+			rec := e.api("GET", "/api/now/table/sc_request/"+id+"?sysparm_exclude_reference_link=true&sysparm_display_value=all", tok["alice"], nil).one(t)
+			if rf := rec["requested_for"].(map[string]any); rf["value"] != tc.wantFor {
+				t.Errorf("requested_for %v, want %s", rf, tc.wantFor)
+			}
+			if pr := rec["price"].(map[string]any); pr["value"] != "1100.00" || pr["display_value"] != "$1,100.00" {
+				t.Errorf("price %v", pr)
+			}
+		})
+	}
+}

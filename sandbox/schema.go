@@ -192,7 +192,7 @@ func buildSchema() map[string]*tableDef {
 			mand(ref("cat_item", "Catalog item", "sc_cat_item")), mand(s("name", "Name", 100)), s("question_text", "Question", 255),
 			intf("type", "Type", c("2", "Multi Line Text"), c("5", "Select Box"), c("6", "Single Line Text"), c("7", "CheckBox"), c("8", "Reference"), c("9", "Date")),
 			boolf("mandatory", "Mandatory"), intf("order", "Order"), s("default_value", "Default value", 255),
-			s("choices", "Choices (comma separated)", 1000), activef(),
+			s("choices", "Choices (value=Label, comma separated)", 1000), activef(),
 		}},
 		{Name: "sc_request", Label: "Request", Display: "number", Prefix: "REQ", Create: itil, Write: itil, Delete: admin, Fields: []*field{
 			s("number", "Number", 40), s("short_description", "Short description", 160), ref("requested_for", "Requested for", "sys_user"),

@@ -248,21 +248,21 @@ func (s *Server) seed() {
 		vars                    []vdef
 	}{
 		{"Standard Laptop", "A 14-inch laptop for office work", "1100.00", catHW, []vdef{
-			{"operating_system", "Operating system", "5", "true", "windows,macos,linux", "windows"},
+			{"operating_system", "Operating system", "5", "true", "windows=Windows,macos=macOS,linux=Linux", "windows"},
 			{"additional_memory", "Extra memory", "7", "false", "", "false"},
 			{"justification", "Business justification", "2", "false", "", ""},
 		}},
 		{"Software License", "Request a licence for an approved application", "0.00", catSW, []vdef{
 			{"software_name", "Which application?", "6", "true", "", ""},
-			{"license_type", "Licence type", "5", "false", "named,concurrent", "named"},
+			{"license_type", "Licence type", "5", "false", "named=Named user,concurrent=Concurrent", "named"},
 		}},
 		{"New Mobile Phone", "Company smartphone with a data plan", "650.00", catHW, []vdef{
-			{"model", "Model", "5", "true", "iphone,android", ""},
-			{"color", "Colour", "5", "false", "black,white,blue", "black"},
+			{"model", "Model", "5", "true", "iphone=iPhone,android=Android", ""},
+			{"color", "Colour", "5", "false", "black=Black,white=White,blue=Blue", "black"},
 		}},
 		{"Shared Drive Access", "Access to a departmental shared drive", "0.00", catAcc, []vdef{
 			{"drive_path", "Drive path", "6", "true", "", ""},
-			{"access_level", "Access level", "5", "true", "read,write", "read"},
+			{"access_level", "Access level", "5", "true", "read=Read only,write=Read and write", "read"},
 			{"needed_by", "Needed by", "9", "false", "", ""},
 		}},
 	}

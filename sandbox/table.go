@@ -38,6 +38,8 @@ func (s *Server) displayOf(f *field, v string) string {
 		}
 	case f.Type == tBoolean:
 		return normBool(v)
+	case f.Type == tPrice && v != "":
+		return formatPrice(v)
 	}
 	return v
 }
