@@ -241,7 +241,7 @@ func (m *Manager) finishLink(ctx context.Context, p *storage.PendingAuthorizatio
 		}
 		return nil, fmt.Errorf("ServiceNow could not be reached to finish the link: %s.", describeTransport(err))
 	}
-	conn.succeeded()
+	conn.succeeded(p.User)
 
 	now := m.now()
 	acct := &storage.Account{

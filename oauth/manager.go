@@ -97,11 +97,15 @@ type connection struct {
 	cfg   config.Connection
 	oauth *oauth2.Config
 
-	mu         sync.Mutex
-	backoffEnd time.Time
-	failures   int
+	mu sync.Mutex
+	// down backs off the whole connection after failures that say the
+	// instance is unwell (unreachable, slow, an HTML page); accounts backs
+	// off one user after an answer that may concern that account alone
+	// (a JSON 5xx), so that it never holds up the others.
+	down     backoff
+	accounts map[string]*backoff
 	// refusals counts distinct accounts refused since the last success;
-	// several in a row point at the client credentials, not the users.
+	// several in a row are worth a hint to the operator.
 	refusals map[string]bool
 	// codeRefused is set when ServiceNow refused an authorization code it
 	// had just issued, which points at the client credentials (or the
@@ -153,6 +157,7 @@ func NewManager(opts Options) *Manager {
 				Scopes:      scopesToSend(c.Scopes),
 			},
 			refusals: map[string]bool{},
+			accounts: map[string]*backoff{},
 		}
 	}
 	return m
@@ -279,7 +284,7 @@ func (m *Manager) refreshLocked(ctx context.Context, key storage.AccountKey, sta
 	}
 	stillValid := now.Before(acct.Expiry) && acct.AccessToken != stale
 
-	if wait := conn.backoff(now); wait > 0 {
+	if wait := conn.backoff(now, key.User); wait > 0 {
 		if stillValid {
 			m.remember(key, acct)
 			return acct.AccessToken, nil
@@ -309,7 +314,7 @@ func (m *Manager) refreshLocked(ctx context.Context, key storage.AccountKey, sta
 	if err != nil {
 		return m.refreshFailed(ctx, conn, acct, err, stillValid)
 	}
-	conn.succeeded()
+	conn.succeeded(key.User)
 
 	acct.AccessToken = tok.AccessToken
 	if tok.RefreshToken != "" {
@@ -367,16 +372,21 @@ func isRefusal(err error) bool {
 func (m *Manager) refreshFailed(ctx context.Context, conn *connection, acct *storage.Account, err error, stillValid bool) (string, error) {
 	key := acct.Key()
 	if isRefusal(err) {
-		if conn.refused(key.User) {
+		clientSuspect, inARow := conn.refused(key.User)
+		if clientSuspect {
 			m.log.Error().Str("connection", key.Connection).
-				Msg("refresh refused for several users in a row: the connection's client_id or client_secret is probably wrong")
+				Msg("refresh refused after ServiceNow also refused a fresh authorization code: the connection's client_id or client_secret is wrong")
 			return "", &ClientRejectedError{Connection: key.Connection}
+		}
+		if inARow == 3 {
+			m.log.Warn().Str("connection", key.Connection).Int("users", inARow).
+				Msg("refreshes refused for several users in a row; if they did not revoke access, check the connection's client_id and client_secret")
 		}
 		return "", m.expire(ctx, acct, refusedWhy)
 	}
 
 	reason := describeTransport(err)
-	wait := conn.failed(m.now())
+	wait := conn.failed(m.now(), key.User, instanceWide(err))
 	m.log.Warn().Str("connection", key.Connection).Str("user", key.User).
 		Str("reason", reason).Dur("backoff", wait).Msg("token refresh failed; tokens kept")
 	if stillValid {
@@ -488,41 +498,79 @@ func describeTransport(err error) string {
 	}
 }
 
-func (c *connection) backoff(now time.Time) time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if now.Before(c.backoffEnd) {
-		return c.backoffEnd.Sub(now)
+// instanceWide reports a token-endpoint failure that concerns the whole
+// instance rather than one account: no answer, or an answer that is not
+// the token endpoint's JSON (a proxy error or hibernation page).
+func instanceWide(err error) bool {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil {
+		return true
 	}
-	return 0
+	ct := re.Response.Header.Get("Content-Type")
+	return !strings.Contains(ct, "json")
 }
 
-func (c *connection) failed(now time.Time) time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.failures++
-	wait := time.Second << min(c.failures-1, 6) // 1s, 2s … 64s
-	c.backoffEnd = now.Add(wait)
+// backoff is a doubling wait after consecutive failures.
+type backoff struct {
+	failures int
+	until    time.Time
+}
+
+func (b *backoff) fail(now time.Time) time.Duration {
+	b.failures++
+	wait := time.Second << min(b.failures-1, 6) // 1s, 2s … 64s
+	b.until = now.Add(wait)
 	return wait
 }
 
-func (c *connection) succeeded() {
+func (b *backoff) left(now time.Time) time.Duration {
+	if b == nil || !now.Before(b.until) {
+		return 0
+	}
+	return b.until.Sub(now)
+}
+
+// backoff is how long refreshes for user should still wait.
+func (c *connection) backoff(now time.Time, user string) time.Duration {
 	c.mu.Lock()
-	c.failures = 0
-	c.backoffEnd = time.Time{}
+	defer c.mu.Unlock()
+	return max(c.down.left(now), c.accounts[user].left(now))
+}
+
+// failed records a failed refresh for user, for the whole connection when
+// wide, and returns the wait before the next try.
+func (c *connection) failed(now time.Time, user string, wide bool) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if wide {
+		return c.down.fail(now)
+	}
+	b := c.accounts[user]
+	if b == nil {
+		b = &backoff{}
+		c.accounts[user] = b
+	}
+	return b.fail(now)
+}
+
+// succeeded records a token answer: the instance and the client work.
+func (c *connection) succeeded(user string) {
+	c.mu.Lock()
+	c.down = backoff{}
+	delete(c.accounts, user)
 	clear(c.refusals)
 	c.codeRefused = false
 	c.mu.Unlock()
 }
 
-// refused records a refusal for user and says whether the refusals point
-// at the client itself: three or more distinct users in a row, or a
-// refused authorization code since the last success.
-func (c *connection) refused(user string) bool {
+// refused records a refusal for user. It says whether a refused
+// authorization code since the last success makes the client itself the
+// likely cause, and how many distinct users have been refused in a row.
+func (c *connection) refused(user string) (clientSuspect bool, inARow int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.refusals[user] = true
-	return len(c.refusals) >= 3 || c.codeRefused
+	return c.codeRefused, len(c.refusals)
 }
 
 // refuseCode records that ServiceNow refused a fresh authorization code.

@@ -225,78 +225,99 @@ func TestRefusedRefreshExpiresAccount(t *testing.T) {
 	}
 }
 
-// Issue 5, point 3: a wrong client secret is the operator's error. Once
-// refusals for several users show it, callers get ClientRejectedError,
-// and the users refused on the way there keep their accounts.
+// TestRejectedClientSecretIsOperatorError: ServiceNow answers a wrong
+// client secret like a dead refresh token, so the first refusal can only
+// expire that account (tokens kept) and hand out a link. When ServiceNow
+// then refuses the authorization code it issued a moment ago, the cause is
+// plain: the callback page and the next link say it is the operator's to
+// fix, later refusals leave accounts alone, the accounts expired on the
+// way are restored, and once the secret is fixed nobody links again.
 func TestRejectedClientSecretIsOperatorError(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, sandbox.Options{})
-	users := []string{"alice", "bob", "carol"}
-	for _, u := range users {
+	for _, u := range []string{"alice", "bob", "carol"} {
 		e.linkUser(u)
 	}
 	e.clock.Add(31 * time.Minute)
 	wrong := e.manager(e.store, &http.Client{Timeout: 5 * time.Second}, "not-the-secret")
+	e.serving.Store(wrong)
 
-	var last error
-	for _, u := range users {
-		_, last = wrong.Token(ctx, key(u))
+	if _, err := wrong.Token(ctx, key("alice")); !errors.Is(err, oauth.ErrNeedsAuthorization) {
+		t.Fatalf("first refusal = %v, want a new link (nothing tells it from a dead refresh token)", err)
 	}
+	if a := e.account("alice"); a.Status != storage.StatusExpired {
+		t.Fatalf("alice is %s after her refresh was refused", a.Status)
+	}
+
+	link, err := wrong.Link(ctx, key("alice"))
+	if err != nil || link.Warning != "" {
+		t.Fatalf("first link: %+v, %v (no warning expected yet)", link, err)
+	}
+	status, page := e.consent(link.URL, "alice", "allow")
+	for _, want := range []string{"refused the authorization code it had just issued", "client secret", "operator"} {
+		if status == http.StatusOK || !strings.Contains(page, want) {
+			t.Errorf("callback %d lacks %q: %s", status, want, page)
+		}
+	}
+	again, err := wrong.Link(ctx, key("dave"))
+	if err != nil || again.Warning != oauth.ClientWarning {
+		t.Fatalf("link after the refused code: %+v, %v, want the client warning", again, err)
+	}
+
 	var rejected *oauth.ClientRejectedError
-	if !errors.As(last, &rejected) || !strings.Contains(rejected.Error(), "client_secret") {
-		t.Fatalf("third refusal = %v, want ClientRejectedError naming client_secret", last)
-	}
-	for _, u := range users {
-		if a := e.account(u); a.Status != storage.StatusActive {
-			t.Errorf("%s is %s after the client was rejected: the user was blamed", u, a.Status)
+	for _, u := range []string{"bob", "carol"} {
+		if _, err := wrong.Token(ctx, key(u)); !errors.As(err, &rejected) || !strings.Contains(rejected.Error(), "client_secret") {
+			t.Fatalf("%s: %v, want ClientRejectedError naming client_secret", u, err)
 		}
-		if _, err := wrong.Token(ctx, key(u)); !errors.As(err, &rejected) {
-			t.Errorf("%s: %v, want ClientRejectedError", u, err)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if a := e.account(u); a.Status != storage.StatusActive {
+			t.Errorf("%s is %s: the user was blamed for the server's credentials", u, a.Status)
 		}
 	}
 
-	// The operator fixes the secret: nobody has to link again.
 	fixed := e.manager(e.store, &http.Client{Timeout: 5 * time.Second}, "sandbox-secret")
-	for _, u := range users {
+	for _, u := range []string{"alice", "bob", "carol"} {
 		if _, err := fixed.Token(ctx, key(u)); err != nil {
 			t.Errorf("%s after the fix: %v", u, err)
 		}
 	}
 }
 
-// TestRefusedCodeIsOperatorError: ServiceNow refusing an authorization
-// code it issued a moment ago points at the server's client credentials,
-// even with one user: the callback page and the next link say it is the
-// operator's to fix, and a refused refresh on that connection keeps the
-// account instead of blaming its user.
-func TestRefusedCodeIsOperatorError(t *testing.T) {
+// TestOneAccountsFailuresDoNotHoldUpOthers: a JSON 5xx from the token
+// endpoint for one user backs off that user only; the instance being
+// unreachable backs off everyone.
+func TestOneAccountsFailuresDoNotHoldUpOthers(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, sandbox.Options{})
-	e.linkUser("alice")
-	wrong := e.manager(e.store, &http.Client{Timeout: 5 * time.Second}, "not-the-secret")
-	e.serving.Store(wrong)
-
-	link, err := wrong.Link(ctx, key("bob"))
-	if err != nil || link.Warning != "" {
-		t.Fatalf("first link: %+v, %v (no warning expected yet)", link, err)
+	for _, u := range []string{"alice", "bob"} {
+		e.linkUser(u)
 	}
-	status, page := e.consent(link.URL, "bob", "allow")
-	for _, want := range []string{"refused the authorization code it had just issued", "client secret", "operator"} {
-		if status == http.StatusOK || !strings.Contains(page, want) {
-			t.Errorf("callback %d lacks %q: %s", status, want, page)
-		}
-	}
-	again, err := wrong.Link(ctx, key("bob"))
-	if err != nil || again.Warning != oauth.ClientWarning {
-		t.Fatalf("link after the refused code: %+v, %v, want the client warning", again, err)
-	}
-
+	mgr := e.manager(e.store, &http.Client{Timeout: 500 * time.Millisecond}, "sandbox-secret")
 	e.clock.Add(31 * time.Minute)
-	var rejected *oauth.ClientRejectedError
-	if _, err := wrong.Token(ctx, key("alice")); !errors.As(err, &rejected) {
-		t.Fatalf("alice's refused refresh = %v, want ClientRejectedError at the first refusal", err)
+
+	e.sandbox.Server.SetFaults(sandbox.Faults{Status: 500, Scope: "token", User: "alice"})
+	var down *oauth.UnavailableError
+	for range 4 {
+		if _, err := mgr.Token(ctx, key("alice")); !errors.As(err, &down) {
+			t.Fatalf("alice: %v, want unreachable", err)
+		}
+		e.clock.Add(time.Second) // some of the waits pass, not all
 	}
-	if a := e.account("alice"); a.Status != storage.StatusActive {
-		t.Errorf("alice is %s: the user was blamed for the server's credentials", a.Status)
+	if _, err := mgr.Token(ctx, key("bob")); err != nil {
+		t.Fatalf("bob waits behind alice's failures: %v", err)
+	}
+
+	e.sandbox.Server.SetFaults(sandbox.Faults{TokenEndpoint: "close"})
+	e.clock.Add(31 * time.Minute)
+	if _, err := mgr.Token(ctx, key("bob")); !errors.As(err, &down) {
+		t.Fatalf("bob with the endpoint down: %v", err)
+	}
+	n := e.sandbox.Server.Stats().TokenRequests["refresh_token"]["fault"]
+	if _, err := mgr.Token(ctx, key("alice")); !errors.As(err, &down) || down.RetryAfter.IsZero() {
+		t.Fatalf("alice with the instance down: %v, want to wait", err)
+	}
+	if got := e.sandbox.Server.Stats().TokenRequests["refresh_token"]["fault"]; got != n {
+		t.Errorf("the unreachable instance was asked again for alice (%d more)", got-n)
 	}
 }
