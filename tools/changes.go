@@ -124,9 +124,6 @@ var changeFields = []string{
 
 var changeTaskFields = []string{"number", "short_description", "state", "assigned_to", "assignment_group", "planned_start_date", "planned_end_date"}
 
-// changeDateFields are written as ServiceNow UTC date-times.
-var changeDateFields = []string{"start_date", "end_date", "planned_start_date", "planned_end_date"}
-
 func listChanges(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	spec := ListSpec{
 		Table: "change_request", Filters: map[string]any{},
@@ -210,9 +207,6 @@ func createChange(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	if _, ok := values["type"]; !ok {
 		values["type"] = "normal"
 	}
-	if res := normaliseDates(values); res != nil {
-		return res
-	}
 	return writeRecord(ctx, d, c, http.MethodPost, "change_request", "", values, changeFields)
 }
 
@@ -220,9 +214,6 @@ func updateChange(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	values := writeValues(c, map[string]string{"short_description": "short_description", "state": "state", "work_note": "work_notes"}, changeWriteParams)
 	if len(values) == 0 {
 		return errorResult("nothing to change: give at least one field to set")
-	}
-	if res := normaliseDates(values); res != nil {
-		return res
 	}
 	return updateByKey(ctx, d, c, "change_request", c.Args.String("change"), values, changeFields)
 }
@@ -236,9 +227,6 @@ func addChangeTask(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 		"assignment_group": "assignment_group", "assigned_to": "assigned_to",
 		"planned_start_date": "planned_start_date", "planned_end_date": "planned_end_date",
 	}, nil)
-	if res := normaliseDates(values); res != nil {
-		return res
-	}
 	key := strings.TrimSpace(c.Args.String("change"))
 	id, err := resolveReference(ctx, d, c, "change_request", key)
 	if err != nil {
@@ -246,25 +234,4 @@ func addChangeTask(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	}
 	values["change_request"] = id
 	return writeRecord(ctx, d, c, http.MethodPost, "change_task", "", values, append([]string{"change_request"}, changeTaskFields...))
-}
-
-// normaliseDates turns the date-times a model writes (ISO 8601, a date)
-// into ServiceNow's UTC "YYYY-MM-DD HH:MM:SS"; spans like 7d are refused
-// here, since a planned date is a point, not a distance.
-func normaliseDates(values map[string]any) *mcp.CallToolResult {
-	for _, f := range changeDateFields {
-		v, ok := values[f].(string)
-		if !ok || strings.TrimSpace(v) == "" {
-			continue
-		}
-		if sincePattern.MatchString(strings.ToLower(strings.TrimSpace(v))) {
-			return errorResult("field %s: give a date-time such as 2025-02-01 22:00:00 (UTC), not a span", f)
-		}
-		at, err := parseSince(v, time.Now())
-		if err != nil {
-			return errorResult("field %s: %s", f, err)
-		}
-		values[f] = at
-	}
-	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -365,24 +364,6 @@ func textQuery(text string, fields ...string) (string, error) {
 		q.Any = append(q.Any, group)
 	}
 	return q.Encode()
-}
-
-var sincePattern = regexp.MustCompile(`^(\d{1,5})\s*([mhdw])$`)
-
-// parseSince reads a point in time as ServiceNow's UTC "YYYY-MM-DD HH:MM:SS".
-func parseSince(s string, now time.Time) (string, error) {
-	s = strings.TrimSpace(s)
-	if m := sincePattern.FindStringSubmatch(strings.ToLower(s)); m != nil {
-		n, _ := strconv.Atoi(m[1])
-		unit := map[string]time.Duration{"m": time.Minute, "h": time.Hour, "d": 24 * time.Hour, "w": 7 * 24 * time.Hour}[m[2]]
-		return now.Add(-time.Duration(n) * unit).UTC().Format(time.DateTime), nil
-	}
-	for _, layout := range []string{time.RFC3339, time.DateTime, "2006-01-02T15:04:05", "2006-01-02 15:04", time.DateOnly} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC().Format(time.DateTime), nil
-		}
-	}
-	return "", fmt.Errorf("cannot read %q as a time: give a date (2025-01-31), a date-time (2025-01-31T09:00:00Z) or a span such as 24h or 7d", clipArg(s))
 }
 
 func withSysID(fields []string) []string {

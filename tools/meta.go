@@ -66,6 +66,9 @@ func (f *FieldMeta) IsDateTime() bool {
 	return false
 }
 
+// IsDate reports whether f holds a date without a time.
+func (f *FieldMeta) IsDate() bool { return f.Type == "glide_date" }
+
 // choiceValue maps a label or a value of f to the stored value.
 func (f *FieldMeta) choiceValue(v string) (string, bool) {
 	for _, ch := range f.Choices {

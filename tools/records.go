@@ -29,11 +29,13 @@ type ListSpec struct {
 	// Encoded is a raw encoded query; every field it names is checked
 	// against the dictionary before anything is sent.
 	Encoded string
-	// EncodedArg names the argument Encoded came from, for messages;
-	// empty when the tool built the query itself.
-	EncodedArg string
-	Fields     []string
-	Order      []servicenow.Order
+	// ConditionsArg, FiltersArg and EncodedArg name the arguments
+	// Conditions, Filters and Encoded came from, for messages; a name is
+	// empty when the tool built that part itself.
+	ConditionsArg, FiltersArg, EncodedArg string
+
+	Fields []string
+	Order  []servicenow.Order
 	// DefaultOrder applies when neither Order nor Encoded sorts; newest
 	// first when empty. sys_id is always added last as a tie-break so that
 	// paging is stable.
@@ -370,10 +372,13 @@ func scalar(v any) (string, error) {
 	return "", errors.New("must be a string, number or boolean")
 }
 
-// storedValue maps a choice label to its value and a reference key to a
-// sys_id; anything else is passed as given.
+// storedValue maps a choice label to its value, a reference key to a
+// sys_id, and a date or date-time to ServiceNow's UTC form; anything else
+// is passed as given.
 func storedValue(ctx context.Context, d *Deps, c *Call, table string, f *FieldMeta, v string) (string, error) {
 	switch {
+	case f.IsDateTime() || f.IsDate():
+		return dateValue(f, v)
 	case len(f.Choices) > 0:
 		sv, ok := f.choiceValue(v)
 		if !ok {
@@ -531,7 +536,11 @@ func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec Lis
 	for i, cond := range conds {
 		resolved, err := resolveCondition(ctx, d, c, meta, cond)
 		if err != nil {
-			return "", err
+			arg := spec.FiltersArg
+			if i < len(spec.Conditions) {
+				arg = spec.ConditionsArg
+			}
+			return "", argumentError(arg, err)
 		}
 		conds[i] = resolved
 	}
@@ -551,8 +560,14 @@ func buildQuery(ctx context.Context, d *Deps, c *Call, meta *TableMeta, spec Lis
 			if p.Kind == "other" {
 				continue
 			}
-			if _, err := resolveField(ctx, d, c, meta, p.Field); err != nil {
+			f, err := resolveField(ctx, d, c, meta, p.Field)
+			if err != nil {
 				return "", err
+			}
+			if p.Kind == "condition" {
+				if err := rawDateError(f, p); err != nil {
+					return "", argumentError(spec.EncodedArg, err)
+				}
 			}
 			callerSorted = callerSorted || p.Kind == "order"
 		}
@@ -625,6 +640,10 @@ func resolveCondition(ctx context.Context, d *Deps, c *Call, meta *TableMeta, co
 	}
 	switch cond.Op {
 	case "=", "!=", "IN", "NOT IN":
+	case "<", "<=", ">", ">=", "BETWEEN":
+		if !f.IsDateTime() && !f.IsDate() {
+			return cond, nil
+		}
 	default:
 		return cond, nil
 	}

@@ -23,7 +23,8 @@ var (
 			"A list means any of those values. Choice fields take the label or the value; reference fields take a sys_id or a human key " +
 			"(user: user name, email, name or me; group: name; record: number)."}
 	conditionsParam = Param{Name: "conditions", Type: "array",
-		Description: "Conditions with other operators, all of which must hold, e.g. [{\"field\":\"opened_at\",\"op\":\">=\",\"value\":\"2024-01-01 00:00:00\"}].",
+		Description: "Conditions with other operators, all of which must hold, e.g. [{\"field\":\"opened_at\",\"op\":\">=\",\"value\":\"2024-01-01T00:00:00Z\"}]. " +
+			"Date-times are UTC, in ISO 8601 or as 2024-01-01 00:00:00.",
 		Items: &Param{Type: "object", Properties: []Param{
 			{Name: "field", Type: "string", Required: true, Description: "Field name, dot-walk allowed (caller_id.department)."},
 			{Name: "op", Type: "string", Required: true, Enum: servicenow.Operators, Description: "Operator."},
@@ -46,7 +47,7 @@ var (
 		Description: "The record's sys_id, or its number (INC0010001) on tables that have one."}
 	valuesParam = Param{Name: "values", Type: "object", Required: true,
 		Description: "Field values to set, e.g. {\"short_description\":\"Printer jammed\",\"urgency\":\"High\",\"caller_id\":\"me\"}. " +
-			"Choice fields take the label or the value; reference fields take a sys_id or a human key."}
+			"Choice fields take the label or the value; reference fields take a sys_id or a human key; date-times take ISO 8601 or 2024-01-01 00:00:00 (UTC)."}
 )
 
 func init() {
@@ -135,7 +136,8 @@ func queryRecords(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 // filterSpec reads the table and the filter arguments shared by the
 // query and aggregate tools.
 func filterSpec(c *Call) (ListSpec, *mcp.CallToolResult) {
-	spec := ListSpec{Table: c.Args.String("table"), Filters: c.Args.Object("filters"), Encoded: c.Args.String("query"), EncodedArg: "query"}
+	spec := ListSpec{Table: c.Args.String("table"), Filters: c.Args.Object("filters"), Encoded: c.Args.String("query"),
+		ConditionsArg: "conditions", FiltersArg: "filters", EncodedArg: "query"}
 	list, _ := c.Args["conditions"].([]any)
 	for i, item := range list {
 		m, _ := item.(Args)

@@ -1,7 +1,9 @@
 package tools_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -480,12 +482,19 @@ func TestRawQueryCannotWiden(t *testing.T) {
 	}
 }
 
+// sentRequest is one /api/ request as the instance received it.
+type sentRequest struct {
+	Method string
+	URL    *url.URL
+	Body   string
+}
+
 // watchedEnv is an Env whose instance traffic passes a proxy that keeps
-// the URL of every /api/ request, to see what was sent.
-func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []*url.URL) {
+// every /api/ request, to see what was sent.
+func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []sentRequest) {
 	t.Helper()
 	var mu sync.Mutex
-	var sent []*url.URL
+	var sent []sentRequest
 	opts.Configure = func(cfg *config.Config) {
 		target, err := url.Parse(cfg.Connections[0].InstanceURL)
 		if err != nil {
@@ -494,9 +503,11 @@ func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []*url
 		proxy := httputil.NewSingleHostReverseProxy(target)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, "/api/") {
-				mu.Lock()
+				body, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
 				u := *r.URL
-				sent = append(sent, &u)
+				mu.Lock()
+				sent = append(sent, sentRequest{Method: r.Method, URL: &u, Body: string(body)})
 				mu.Unlock()
 			}
 			proxy.ServeHTTP(w, r)
@@ -505,7 +516,7 @@ func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []*url
 		cfg.Connections[0].InstanceURL = srv.URL
 	}
 	env := testenv.New(t, opts)
-	return env, func() []*url.URL {
+	return env, func() []sentRequest {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(sent)
@@ -546,9 +557,9 @@ func TestAggregateGroupValues(t *testing.T) {
 			before := len(sent())
 			m := ok(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident", "group_by": []string{tt.field}}))
 			var stats []string
-			for _, u := range sent()[before:] {
-				if strings.HasPrefix(u.Path, "/api/now/stats/") {
-					stats = append(stats, u.Query().Get("sysparm_display_value"))
+			for _, r := range sent()[before:] {
+				if strings.HasPrefix(r.URL.Path, "/api/now/stats/") {
+					stats = append(stats, r.URL.Query().Get("sysparm_display_value"))
 				}
 			}
 			if len(stats) != 1 || stats[0] != "all" {
@@ -566,6 +577,91 @@ func TestAggregateGroupValues(t *testing.T) {
 				v, _ := f["value"].(string)
 				d, _ := f["display"].(string)
 				tt.check(t, v, d)
+			}
+		})
+	}
+}
+
+// Date-times go to ServiceNow as "YYYY-MM-DD HH:MM:SS" UTC, and dates as
+// "YYYY-MM-DD", whatever ISO 8601 form a model writes them in: in
+// filters, conditions and written values. What cannot be read is refused
+// naming the argument and the accepted forms.
+func TestDateTimesSentAsServiceNowUTC(t *testing.T) {
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}})
+	tests := []struct {
+		name    string
+		tool    string
+		args    map[string]any
+		wantErr bool
+		// sent are substrings of what went to the instance (the
+		// sysparm_query of each request, then its body); want of the answer.
+		sent, want []string
+	}{
+		{"create with an offset", "servicenow_create_record", map[string]any{"table": "change_request",
+			"values": map[string]any{"short_description": "Date test", "start_date": "2031-05-06T07:08:09+02:00"}, "fields": []string{"short_description", "start_date"}},
+			false, []string{`"start_date":"2031-05-06 05:08:09"`}, []string{`"start_date":"2031-05-06T05:08:09Z"`}},
+		{"filter in Z", "servicenow_query_records", map[string]any{"table": "change_request",
+			"filters": map[string]any{"start_date": "2031-05-06T05:08:09Z"}, "fields": []string{"short_description"}},
+			false, []string{"start_date=2031-05-06 05:08:09"}, []string{"Date test"}},
+		{"filter list with fractions", "servicenow_query_records", map[string]any{"table": "change_request",
+			"filters": map[string]any{"start_date": []any{"2031-05-06T05:08:09.000Z"}}, "fields": []string{"short_description"}},
+			false, []string{"start_dateIN2031-05-06 05:08:09"}, []string{"Date test"}},
+		{"condition in lower case", "servicenow_query_records", map[string]any{"table": "change_request",
+			"conditions": []any{map[string]any{"field": "start_date", "op": ">=", "value": "2031-05-06t05:00:00z"}}, "fields": []string{"short_description"}},
+			false, []string{"start_date>=2031-05-06 05:00:00"}, []string{"Date test"}},
+		{"between a date-time and a date", "servicenow_aggregate_records", map[string]any{"table": "change_request",
+			"conditions": []any{map[string]any{"field": "start_date", "op": "BETWEEN", "values": []string{"2031-05-06T00:00:00+01:00", "2031-05-07"}}}},
+			false, []string{"start_dateBETWEEN2031-05-05 23:00:00@2031-05-07 00:00:00"}, []string{`"count":"1"`}},
+		{"dot-walked date-time", "servicenow_query_records", map[string]any{"table": "change_task",
+			"filters": map[string]any{"change_request.start_date": "2031-05-06T05:08:09Z"}},
+			false, []string{"change_request.start_date=2031-05-06 05:08:09"}, nil},
+		{"a date field", "servicenow_query_records", map[string]any{"table": "kb_knowledge",
+			"filters": map[string]any{"valid_to": "2100-01-01T10:00:00Z"}, "fields": []string{"valid_to"}},
+			false, []string{"valid_to=2100-01-01^"}, []string{`"valid_to":"2100-01-01"`}},
+		{"ServiceNow's own form passes", "servicenow_query_records", map[string]any{"table": "change_request",
+			"query": "start_date>2031-05-06 00:00:00", "fields": []string{"short_description"}},
+			false, []string{"start_date>2031-05-06 00:00:00"}, []string{"Date test"}},
+		{"typed tool", "servicenow_create_change_request", map[string]any{"short_description": "Typed date", "start_date": "2031-07-01T22:00:00Z"},
+			false, []string{`"start_date":"2031-07-01 22:00:00"`}, []string{`"start_date":"2031-07-01T22:00:00Z"`}},
+		{"unreadable filter", "servicenow_query_records", map[string]any{"table": "change_request",
+			"filters": map[string]any{"start_date": "next friday"}},
+			true, nil, []string{`argument "filters"`, "start_date", "next friday", "2025-01-31 09:00:00", "2025-01-31T09:00:00Z"}},
+		{"unreadable condition", "servicenow_query_records", map[string]any{"table": "change_request",
+			"conditions": []any{map[string]any{"field": "start_date", "op": "<", "value": "2031-13-45"}}},
+			true, nil, []string{`argument "conditions"`, "start_date", "2031-13-45", "2025-01-31T11:00:00+02:00"}},
+		{"unreadable value", "servicenow_create_record", map[string]any{"table": "change_request",
+			"values": map[string]any{"short_description": "x", "end_date": "soon"}},
+			true, nil, []string{"end_date", "soon", "2025-01-31 09:00:00"}},
+		{"a span is not a date", "servicenow_create_change_request", map[string]any{"short_description": "x", "start_date": "7d"},
+			true, nil, []string{"start_date", "7d"}},
+		{"an unreadable date", "servicenow_query_records", map[string]any{"table": "kb_knowledge",
+			"filters": map[string]any{"valid_to": "someday"}},
+			true, nil, []string{`argument "filters"`, "valid_to", "as a date"}},
+		{"ISO in an encoded query", "servicenow_query_records", map[string]any{"table": "change_request",
+			"query": "start_date>2031-05-06T02:00:00+02:00"},
+			true, nil, []string{`argument "query"`, "start_date", "2031-05-06 00:00:00"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(sent())
+			res := env.Call(t, "alice", tt.tool, tt.args)
+			text := testenv.Text(res)
+			if res.IsError != tt.wantErr {
+				t.Fatalf("isError = %v, want %v: %s", res.IsError, tt.wantErr, text)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("answer lacks %q: %s", w, text)
+				}
+			}
+			var wire strings.Builder
+			for _, r := range sent()[before:] {
+				fmt.Fprintf(&wire, "%s %s %s\n", r.Method, r.URL.Query().Get("sysparm_query"), r.Body)
+			}
+			for _, w := range tt.sent {
+				if !strings.Contains(wire.String(), w) {
+					t.Errorf("the instance was not sent %q:\n%s", w, wire.String())
+				}
 			}
 		})
 	}
