@@ -385,3 +385,89 @@ func TestCatalogFidelity(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachmentListPaging checks that the attachment list pages like the
+// Table API: X-Total-Count and a first/prev/next/last Link header,
+// honouring sysparm_no_count and sysparm_suppress_pagination_header.
+func TestAttachmentListPaging(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("alice")["alice"]
+	inc := seedID("incident:inc1")
+	for _, name := range []string{"a.txt", "b.txt", "c.txt"} {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/api/now/attachment/file?table_name=incident&table_sys_id="+inc+"&file_name="+name, strings.NewReader(name))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "text/plain")
+		if r := e.do(req); r.status != 201 {
+			t.Fatalf("upload %s: %d %s", name, r.status, r.body)
+		}
+	}
+	query := "sysparm_query=" + url.QueryEscape("table_sys_id="+inc)
+	cases := []struct {
+		name, params string
+		rows         int
+		total        string   // "" means no X-Total-Count
+		rels         []string // "" means no Link header; rel=offset
+	}{
+		{"one page", "", 3, "3", nil},
+		{"first of two", "&sysparm_limit=2", 2, "3", []string{"first=0", "next=2", "last=2"}},
+		{"second of two", "&sysparm_limit=2&sysparm_offset=2", 1, "3", []string{"first=0", "prev=0", "last=2"}},
+		{"suppressed", "&sysparm_limit=2&sysparm_suppress_pagination_header=true", 2, "3", nil},
+		{"no count", "&sysparm_limit=2&sysparm_no_count=true", 2, "", []string{"first=0", "next=2"}},
+		{"no count, last page", "&sysparm_limit=2&sysparm_offset=2&sysparm_no_count=true", 1, "", []string{"first=0", "prev=0"}},
+		{"neither", "&sysparm_limit=2&sysparm_no_count=true&sysparm_suppress_pagination_header=true", 2, "", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.api("GET", "/api/now/attachment?"+query+tc.params, tok, nil)
+			if n := len(r.list(t)); n != tc.rows {
+				t.Fatalf("%d rows, want %d", n, tc.rows)
+			}
+			if got := r.header.Get("X-Total-Count"); got != tc.total {
+				t.Errorf("X-Total-Count %q, want %q", got, tc.total)
+			}
+			link := r.header.Get("Link")
+			if tc.rels == nil {
+				if link != "" {
+					t.Errorf("want no Link header, got %q", link)
+				}
+				return
+			}
+			if !strings.HasPrefix(link, "<"+e.srv.URL+"/api/now/attachment?") {
+				t.Fatalf("Link %q", link)
+			}
+			got := parseLink(t, link)
+			if len(got) != len(tc.rels) {
+				t.Errorf("Link %q, want rels %v", link, tc.rels)
+			}
+			for _, want := range tc.rels {
+				rel, off, _ := strings.Cut(want, "=")
+				if got[rel] == nil || got[rel].Get("sysparm_offset") != off || got[rel].Get("sysparm_query") != "table_sys_id="+inc {
+					t.Errorf("rel %s in %q, want offset %s and the query echoed", rel, link, off)
+				}
+			}
+		})
+	}
+}
+
+// TestAttachmentNotFoundEnvelope checks the 404s of the Attachment API:
+// "No Record found" with the reason in detail, as the Table API answers.
+func TestAttachmentNotFoundEnvelope(t *testing.T) {
+	e := newEnv(t, Options{})
+	tok := e.userTokens("alice")["alice"]
+	missing := strings.Repeat("0", 32)
+	cases := []struct{ method, path string }{
+		{"GET", "/api/now/attachment/" + missing},
+		{"GET", "/api/now/attachment/" + missing + "/file"},
+		{"DELETE", "/api/now/attachment/" + missing},
+		{"POST", "/api/now/attachment/file?table_name=incident&table_sys_id=" + missing + "&file_name=x.txt"},
+		{"POST", "/api/now/attachment/file?table_name=no_table&table_sys_id=" + missing + "&file_name=x.txt"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, strings.NewReader("x"))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "text/plain")
+			assertEnvelope(t, e.do(req), 404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+		})
+	}
+}

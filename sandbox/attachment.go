@@ -6,7 +6,6 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 )
 
 const maxAttachment = 32 << 20
@@ -57,18 +56,16 @@ func (s *Server) serveAttachment(w http.ResponseWriter, r *http.Request, p *prin
 		}
 		ids := env.selectRows(td.Name, cq)
 		total := len(ids)
+		page := ids[min(offset, total):min(offset+limit, total)]
 		out := []map[string]string{}
-		for _, id := range ids[min(offset, total):min(offset+limit, total)] {
+		for _, id := range page {
 			rec := s.data[td.Name].rows[id]
 			if s.canReadRow(td, rec, p) {
 				out = append(out, s.attachmentMeta(rec, base))
 			}
 		}
 		s.mu.RUnlock()
-		if link := linkHeader(base+r.URL.Path, q, offset, limit, total, len(out), false); link != "" {
-			w.Header().Set("Link", link)
-		}
-		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+		setPagingHeaders(w.Header(), base+r.URL.Path, q, offset, limit, total, len(page))
 		writeJSON(w, http.StatusOK, map[string]any{"result": out})
 	case len(rest) == 1 && rest[0] == "file" && r.Method == http.MethodPost:
 		q := r.URL.Query()
@@ -96,7 +93,7 @@ func (s *Server) serveAttachment(w http.ResponseWriter, r *http.Request, p *prin
 		rec := s.data[td.Name].rows[id]
 		if rec == nil || !s.canReadRow(td, rec, p) {
 			s.mu.Unlock()
-			writeErr(w, http.StatusNotFound, "Record doesn't exist or ACL restricts the record retrieval", nil)
+			notFound(w)
 			return true
 		}
 		if r.Method == http.MethodGet {
@@ -119,7 +116,7 @@ func (s *Server) serveAttachment(w http.ResponseWriter, r *http.Request, p *prin
 		rec := s.data[td.Name].rows[rest[0]]
 		if rec == nil || !s.canReadRow(td, rec, p) {
 			s.mu.RUnlock()
-			writeErr(w, http.StatusNotFound, "Record doesn't exist or ACL restricts the record retrieval", nil)
+			notFound(w)
 			return true
 		}
 		meta := s.attachmentMeta(rec, base)
@@ -149,7 +146,7 @@ func (s *Server) createAttachment(w http.ResponseWriter, r *http.Request, p *pri
 	}
 	if target == nil || !s.canReadRow(td, target, p) {
 		s.mu.Unlock()
-		writeErr(w, http.StatusNotFound, "Record doesn't exist or ACL restricts the record retrieval", nil)
+		notFound(w)
 		return
 	}
 	if !p.has(td.Write) {
@@ -220,5 +217,3 @@ func (s *Server) uploadMultipart(w http.ResponseWriter, r *http.Request, p *prin
 	}
 	writeErr(w, http.StatusBadRequest, "Failed to create the attachment. File part might be missing in the request.", nil)
 }
-
-var _ = strings.TrimSpace

@@ -299,21 +299,28 @@ func (s *Server) tableList(w http.ResponseWriter, r *http.Request, p *principal,
 		writeErr(w, http.StatusNotFound, "No Record found", "Records matching query not found. Check query parameter or offset parameter")
 		return
 	}
-	h := w.Header()
-	noCount := strings.EqualFold(q.Get("sysparm_no_count"), "true")
-	if !noCount {
-		h.Set("X-Total-Count", strconv.Itoa(total))
-	}
-	if !strings.EqualFold(q.Get("sysparm_suppress_pagination_header"), "true") {
-		if link := linkHeader(o.base+r.URL.Path, q, offset, limit, total, len(page), noCount); link != "" {
-			h.Set("Link", link)
-		}
-	}
+	setPagingHeaders(w.Header(), o.base+r.URL.Path, q, offset, limit, total, len(page))
 	if r.Method == http.MethodHead {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"result": result})
+}
+
+// setPagingHeaders sets X-Total-Count (unless sysparm_no_count=true) and
+// Link (unless sysparm_suppress_pagination_header=true) for a list page of
+// pageLen rows, counted before row ACLs as ServiceNow counts them.
+func setPagingHeaders(h http.Header, base string, q url.Values, offset, limit, total, pageLen int) {
+	noCount := strings.EqualFold(q.Get("sysparm_no_count"), "true")
+	if !noCount {
+		h.Set("X-Total-Count", strconv.Itoa(total))
+	}
+	if strings.EqualFold(q.Get("sysparm_suppress_pagination_header"), "true") {
+		return
+	}
+	if link := linkHeader(base, q, offset, limit, total, pageLen, noCount); link != "" {
+		h.Set("Link", link)
+	}
 }
 
 // linkHeader builds first/prev/next/last links echoing the sysparm params.
