@@ -98,10 +98,11 @@ func New(opts Options) (*App, error) {
 	}
 	s := mcpserver.NewMCPServer(Name, opts.Version,
 		mcpserver.WithToolCapabilities(false),
-		// No resources yet, but an empty resources/list is the answer
+		// No resources or prompts yet, but empty lists are the answers
 		// generic clients and the conformance suite expect; likewise
 		// logging/setLevel, which clients such as the Inspector send.
 		mcpserver.WithResourceCapabilities(false, false),
+		mcpserver.WithPromptCapabilities(false),
 		mcpserver.WithLogging(),
 		mcpserver.WithInstructions(tools.Instructions(defs)),
 	)
