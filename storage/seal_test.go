@@ -135,12 +135,44 @@ func TestLoadOrCreateKeyFile(t *testing.T) {
 	if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("group-readable key file: err = %v, want refusal", err)
 	}
+}
 
-	if os.Getuid() != 0 { // root reads anything
-		os.Chmod(path, 0o200)
-		if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), path) {
-			t.Fatalf("unreadable key file: err = %v, want one naming the path", err)
-		}
+// TestUnreadableKeyFile: a key path that exists but cannot be read is an
+// error naming the path, and no key is created in its place. The failures
+// are ones that root cannot bypass, so the test runs under root too.
+func TestUnreadableKeyFile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// setup makes path unreadable as a key file.
+		setup func(t *testing.T, path string)
+		want  string
+	}{
+		{"a directory in its place", func(t *testing.T, path string) {
+			if err := os.MkdirAll(path, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, "read key file"},
+		{"a file in place of its directory", func(t *testing.T, path string) {
+			if err := os.WriteFile(filepath.Dir(path), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "config", "key")
+			tt.setup(t, path)
+
+			key, created, err := LoadOrCreateKeyFile(path)
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one naming %s and saying %q", err, path, tt.want)
+			}
+			if key != nil || created {
+				t.Fatalf("got a key (created %v) from an unreadable key file", created)
+			}
+		})
 	}
 }
 
