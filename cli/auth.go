@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -138,18 +139,37 @@ func authLogin(ctx context.Context, app *server.App, store storage.Store, key st
 
 // openBrowser tries the desktop's opener; failure is fine, the link is printed.
 func openBrowser(url string) {
-	if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" {
+	argv := browserCommand(runtime.GOOS, os.Getenv, url)
+	if argv == nil {
 		return
 	}
-	for _, opener := range []string{"xdg-open", "open"} {
-		if path, err := exec.LookPath(opener); err == nil {
-			cmd := exec.Command(path, url)
-			if cmd.Start() == nil {
-				go func() { _ = cmd.Wait() }()
-				return
-			}
-		}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return
 	}
+	// The link goes to the opener as one argument, never through a shell.
+	cmd := exec.Command(path, argv[1:]...)
+	if cmd.Start() == nil {
+		go func() { _ = cmd.Wait() }()
+	}
+}
+
+// browserCommand is the program and arguments that open url in a browser
+// on goos, or nil when there is no desktop to open it on. macOS and
+// Windows always have one; elsewhere a desktop session sets DISPLAY (X11)
+// or WAYLAND_DISPLAY, and without either xdg-open would fall back to a
+// text browser in the terminal that is waiting for the approval.
+func browserCommand(goos string, getenv func(string) string, url string) []string {
+	switch goos {
+	case "darwin":
+		return []string{"open", url}
+	case "windows":
+		return []string{"rundll32", "url.dll,FileProtocolHandler", url}
+	}
+	if getenv("DISPLAY") == "" && getenv("WAYLAND_DISPLAY") == "" {
+		return nil
+	}
+	return []string{"xdg-open", url}
 }
 
 func authStatus(ctx context.Context, store storage.Store, cfg *config.Config, user, connName string, stdout io.Writer) error {
