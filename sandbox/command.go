@@ -37,6 +37,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		f         Faults
 		delay     time.Duration
 		skew      time.Duration
+		offset    time.Duration
 		noKM      bool
 		stateReq  bool
 	)
@@ -63,6 +64,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&f.User, "fault-user", "", "fault only requests of this user_name")
 	fs.IntVar(&f.Count, "fault-count", 0, "fault only the next N matching requests (0 = all)")
 	fs.DurationVar(&skew, "token-skew", 0, "access tokens die this much before expires_in says")
+	fs.DurationVar(&offset, "clock-offset", 0, "shift the instance's clock (token expiry, sys_ timestamps, Date header); negative is behind")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -91,7 +93,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	opts.RedirectURIs = redirects
 	opts.StateOptional = !stateReq
 	opts.NoKnowledgeAPI = noKM
-	f.Delay, f.TokenSkew = Duration(delay), Duration(skew)
+	f.Delay, f.TokenSkew, f.ClockOffset = Duration(delay), Duration(skew), Duration(offset)
 	opts.Faults = f
 
 	run, err := Start(ctx, *listen, opts)

@@ -49,7 +49,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Faults are the failure switches. Request faults (Hibernate, Status, Delay,
 // Hang, Truncate, TokenEndpoint) hit requests selected by Scope and User,
 // and, when Count > 0, only the next Count such requests, after which they
-// switch themselves off. RotateRefresh and TokenSkew are standing settings.
+// switch themselves off. RotateRefresh, TokenSkew and ClockOffset are
+// standing settings.
 type Faults struct {
 	// Hibernate answers every matching path with HTTP 200 text/html
 	// "Instance Hibernating page".
@@ -86,6 +87,11 @@ type Faults struct {
 	RotateRefresh bool `json:"rotate_refresh"`
 	// TokenSkew makes access tokens die this much earlier than expires_in said.
 	TokenSkew Duration `json:"token_skew"`
+	// ClockOffset shifts the instance's clock (negative: behind the host):
+	// token expiry checks, sys_ timestamps, "today" in queries and the
+	// Date header. Raised while tokens are out, it makes them die that
+	// much earlier than the expires_in their client was given.
+	ClockOffset Duration `json:"clock_offset"`
 }
 
 func (f Faults) normalized() Faults {

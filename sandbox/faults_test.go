@@ -206,6 +206,96 @@ func TestTokenSkew(t *testing.T) {
 	}
 }
 
+// TestClockOffset checks the clock_offset switch: the instance's Date
+// header and sys_ timestamps move with it, and an offset raised while a
+// token is out makes that token die earlier than its expires_in said.
+func TestClockOffset(t *testing.T) {
+	cases := []struct {
+		name    string
+		offset  time.Duration // set after the token was issued
+		elapsed time.Duration // host time passed since issue
+		want    int
+	}{
+		{"no offset, inside the lifetime", 0, 29 * time.Minute, 200},
+		{"no offset, past the lifetime", 0, 31 * time.Minute, 401},
+		{"instance 25m ahead, 4m later", 25 * time.Minute, 4 * time.Minute, 200},
+		{"instance 25m ahead, 6m later", 25 * time.Minute, 6 * time.Minute, 401},
+		{"instance 10m behind, 35m later", -10 * time.Minute, 35 * time.Minute, 200},
+		{"instance 10m behind, 41m later", -10 * time.Minute, 41 * time.Minute, 401},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, Options{})
+			at, _ := e.tokens("alice")
+			body := fmt.Sprintf(`{"clock_offset":%q}`, tc.offset.String())
+			if r := e.putFaults(body); r.status != 200 {
+				t.Fatalf("put faults %d %s", r.status, r.body)
+			}
+			e.clk.Add(tc.elapsed)
+			r := e.api("GET", "/api/now/table/sys_user?sysparm_limit=1", at, nil)
+			if r.status != tc.want {
+				t.Fatalf("API answered %d, want %d", r.status, tc.want)
+			}
+			instance := e.clk.Now().Add(tc.offset)
+			if got := r.header.Get("Date"); got != instance.Format(http.TimeFormat) {
+				t.Errorf("Date %q, want %q", got, instance.Format(http.TimeFormat))
+			}
+			if tc.want != 200 {
+				return
+			}
+			rec := e.api("POST", "/api/now/table/incident", at, map[string]any{"short_description": "clock"}).one(t)
+			if rec["sys_created_on"] != fmtTime(instance) || rec["opened_at"] != fmtTime(instance) {
+				t.Errorf("sys_created_on %v opened_at %v, want %s", rec["sys_created_on"], rec["opened_at"], fmtTime(instance))
+			}
+		})
+	}
+
+	t.Run("a token issued under the offset lives its full lifetime", func(t *testing.T) {
+		e := newEnv(t, Options{Faults: Faults{ClockOffset: Duration(time.Hour)}})
+		at, _ := e.tokens("alice")
+		e.clk.Add(29 * time.Minute)
+		if r := e.api("GET", "/api/now/table/sys_user?sysparm_limit=1", at, nil); r.status != 200 {
+			t.Fatalf("%d: a steady offset must not shorten tokens", r.status)
+		}
+	})
+
+	t.Run("set by flag", func(t *testing.T) {
+		addr := filepath.Join(t.TempDir(), "addr")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Command(ctx, []string{"--listen", "127.0.0.1:0", "--addr-file", addr, "--clock-offset", "-90m"}, io.Discard, io.Discard)
+		}()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		var base string
+		for i := 0; i < 200 && base == ""; i++ {
+			if b, err := os.ReadFile(addr); err == nil {
+				base = strings.TrimSpace(string(b))
+			} else {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		res, err := http.Get(base + "/sandbox/faults")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(b), `"clock_offset":"-1h30m0s"`) {
+			t.Fatalf("faults %s", b)
+		}
+		date, err := http.ParseTime(res.Header.Get("Date"))
+		if d := time.Until(date) + 90*time.Minute; err != nil || d < -time.Minute || d > time.Minute {
+			t.Fatalf("Date %q is not 90m behind the host", res.Header.Get("Date"))
+		}
+	})
+}
+
 func TestTokenEndpointFaults(t *testing.T) {
 	e := newEnv(t, Options{})
 	_, rt := e.tokens("alice")

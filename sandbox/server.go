@@ -69,7 +69,7 @@ type tableData struct {
 // Server is a simulated ServiceNow instance; it implements http.Handler.
 type Server struct {
 	opts   Options
-	now    func() time.Time
+	clock  func() time.Time // the host's clock; now() adds ClockOffset
 	schema map[string]*tableDef
 
 	mu       sync.RWMutex
@@ -125,7 +125,7 @@ func New(opts Options) *Server {
 	}
 	s := &Server{
 		opts:     opts,
-		now:      opts.Now,
+		clock:    opts.Now,
 		schema:   buildSchema(),
 		data:     map[string]*tableData{},
 		counters: map[string]int{},
@@ -148,6 +148,13 @@ func New(opts Options) *Server {
 	return s
 }
 
+// now is the instance's clock: the host's clock shifted by the
+// clock_offset switch. Token lifetimes, sys_ timestamps, queries relative
+// to today and the Date header all read it.
+func (s *Server) now() time.Time {
+	return s.clock().Add(time.Duration(s.Faults().ClockOffset))
+}
+
 func (s *Server) stateRequired() bool { return s.opts.StateRequired || !s.opts.StateOptional }
 func (s *Server) knowledgeOn() bool   { return s.opts.KnowledgeAPI || !s.opts.NoKnowledgeAPI }
 
@@ -163,6 +170,8 @@ func (s *Server) Close() error {
 // ---------- routing ----------
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// the instance's own time, so that a clock_offset shows here too
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	p := r.URL.Path
 	if strings.HasPrefix(p, "/sandbox/") {
 		s.serveAdmin(w, r)
