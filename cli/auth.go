@@ -21,26 +21,40 @@ import (
 	"servicenow-mcp/storage"
 )
 
+// authCommands describe the auth subcommands for their usage.
+var authCommands = map[string]string{
+	"login":  "prints an authorization link, opens a browser when possible, and waits until it is approved",
+	"status": "shows linked accounts and their token expiry",
+	"logout": "revokes an account's tokens at ServiceNow and forgets them",
+}
+
 func auth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	const synopsis = "auth login|status|logout [--connection NAME] [--user ID] [--config FILE]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(stderr, "Usage: servicenow-mcp %s\n\n"+
-			"  login   print an authorization link, open a browser when possible, and wait until it is approved\n"+
-			"  status  show linked accounts and their token expiry\n"+
-			"  logout  revoke an account's tokens at ServiceNow and forget them\n", synopsis)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		help := fmt.Sprintf("Usage: servicenow-mcp %s\n\n", synopsis)
+		for _, sub := range []string{"login", "status", "logout"} {
+			help += fmt.Sprintf("  %-7s %s\n", sub, authCommands[sub])
+		}
+		help += "\nRun \"servicenow-mcp auth COMMAND --help\" for its flags.\n"
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(stdout, help)
 			return nil
 		}
+		fmt.Fprint(stderr, help)
 		return ExitError(2)
 	}
 	sub := args[0]
-	fs := newFlagSet("auth "+sub, "auth "+sub+" [flags]", stderr)
+	about, ok := authCommands[sub]
+	if !ok {
+		return fmt.Errorf("unknown auth command %q: use login, status or logout", sub)
+	}
+	fs := newFlagSet("auth "+sub, "auth "+sub+" [flags]\n\n"+strings.ToUpper(about[:1])+about[1:]+".", stderr)
 	var c common
 	c.register(fs)
 	connName := fs.String("connection", "", "connection name (default: the default connection)")
 	withSandbox := fs.Bool("sandbox", false, "use a sandbox instance in this process (for trying the flow)")
 	noBrowser := fs.Bool("no-browser", false, "login: print the link only, do not try to open a browser")
-	if err := fs.Parse(args[1:]); err != nil {
+	if done, err := parseFlags(fs, args[1:], stdout); done || err != nil {
 		return err
 	}
 	cfg, err := c.load()
@@ -68,12 +82,8 @@ func auth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	switch sub {
-	case "status":
+	if sub == "status" {
 		return authStatus(ctx, store, cfg, c.user, *connName, stdout)
-	case "login", "logout":
-	default:
-		return fmt.Errorf("unknown auth command %q: use login, status or logout", sub)
 	}
 	conn, err := cfg.Connection(*connName)
 	if err != nil {
@@ -219,10 +229,18 @@ func keys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return ExitError(2)
 	}
 	switch args[0] {
-	case "-h", "--help":
+	case "-h", "--help", "-help":
 		fmt.Fprint(stdout, help)
 		return nil
 	case "generate":
+		fs := newFlagSet("keys generate", "keys generate\n\n"+
+			"Prints a new random API key for an HTTP caller, and its hash for server.api_keys[].hash.", stderr)
+		if done, err := parseFlags(fs, args[1:], stdout); done || err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("keys generate takes no arguments, got %q", fs.Arg(0))
+		}
 		b := make([]byte, 32)
 		if _, err := rand.Read(b); err != nil {
 			return err
@@ -234,6 +252,15 @@ func keys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	case "rekey":
 		return rekey(ctx, args[1:], stdout, stderr)
 	case "hash":
+		fs := newFlagSet("keys hash", "keys hash < KEY\n\n"+
+			"Reads an API key from standard input and prints its hash for server.api_keys[].hash,\n"+
+			"e.g. printf %s \"$KEY\" | servicenow-mcp keys hash", stderr)
+		if done, err := parseFlags(fs, args[1:], stdout); done || err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return errors.New("keys hash reads the API key from standard input, not from its arguments (they stay in the shell history)")
+		}
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return err
@@ -245,14 +272,15 @@ func keys(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		fmt.Fprintln(stdout, config.HashAPIKey(key))
 		return nil
 	}
-	return fmt.Errorf("unknown keys command %q: use generate or hash", args[0])
+	return fmt.Errorf("unknown keys command %q: use generate, hash or rekey", args[0])
 }
 
 func rekey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("keys rekey", "keys rekey [--config FILE]", stderr)
+	fs := newFlagSet("keys rekey", "keys rekey [--config FILE]\n\n"+
+		"Seals every stored record with the current encryption key (see SECURITY.md, \"Rotating the encryption key\").", stderr)
 	var c common
 	c.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if done, err := parseFlags(fs, args, stdout); done || err != nil {
 		return err
 	}
 	cfg, err := c.load()

@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -70,6 +71,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "keys":
 		return keys(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-v":
+		fs := newFlagSet("version", "version\n\nPrints the version.", stderr)
+		if done, err := parseFlags(fs, args[1:], stdout); done || err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, "servicenow-mcp", version())
 		return nil
 	case "help", "-h", "--help":
@@ -117,14 +122,39 @@ func (c *common) load() (*config.Config, error) {
 	return cfg, nil
 }
 
+// newFlagSet makes a command's flag set. Its usage starts with synopsis
+// (which may go on with a description) and lists the flags, if any.
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: servicenow-mcp %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "Usage: servicenow-mcp %s\n", synopsis)
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprint(fs.Output(), "\nFlags:\n")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
+}
+
+// parseFlags parses args into fs. Asked for help (-h, --help), it prints
+// the usage on stdout and reports done: the command then does nothing
+// else and exits 0. A bad flag is reported with the usage on the flag
+// set's output (stderr) and returned.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (done bool, err error) {
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err = fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		_, werr := stdout.Write(buf.Bytes())
+		return true, werr
+	}
+	_, _ = out.Write(buf.Bytes())
+	return false, err
 }
 
 // newLogger writes to stderr only: stdout belongs to the stdio protocol.
@@ -371,11 +401,11 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	exclude := fs.String("exclude-tools", "", "comma-separated tools to leave out")
 	readOnly := fs.Bool("read-only", false, "register read tools only; servicenow_request may only GET")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: servicenow-mcp serve [flags]\n\nServes MCP over stdio (default) or HTTP. Logs go to stderr; stdout carries only JSON-RPC.\n\nFlags:\n")
+		fmt.Fprint(fs.Output(), "Usage: servicenow-mcp serve [flags]\n\nServes MCP over stdio (default) or HTTP. Logs go to stderr; stdout carries only JSON-RPC.\n\nFlags:\n")
 		fs.PrintDefaults()
-		fmt.Fprint(stderr, "\nToolsets and tools:\n"+tools.HelpText())
+		fmt.Fprint(fs.Output(), "\nToolsets and tools:\n"+tools.HelpText())
 	}
-	if err := fs.Parse(args); err != nil {
+	if done, err := parseFlags(fs, args, stdout); done || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

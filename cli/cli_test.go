@@ -83,9 +83,9 @@ func TestStartupErrorsNameTheCause(t *testing.T) {
 
 func TestHelpListsEveryTool(t *testing.T) {
 	isolate(t)
-	_, stderr, err := run(t, "", "serve", "--help")
-	if err == nil || !strings.Contains(stderr, "servicenow_request") || !strings.Contains(stderr, "authorize_servicenow") {
-		t.Fatalf("help: err=%v\n%s", err, stderr)
+	stdout, _, err := run(t, "", "serve", "--help")
+	if err != nil || !strings.Contains(stdout, "servicenow_request") || !strings.Contains(stdout, "authorize_servicenow") {
+		t.Fatalf("help: err=%v\n%s", err, stdout)
 	}
 }
 
@@ -192,4 +192,68 @@ func TestMissingKeyFileBesideAStore(t *testing.T) {
 func sha(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// TestEveryCommandAnswersHelp: -h and --help print the command's usage
+// on stdout and exit 0, and do nothing else: no key printed, no stdin
+// read, no file created.
+func TestEveryCommandAnswersHelp(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // in the usage
+	}{
+		{nil, "Usage:\n  servicenow-mcp serve"},
+		{[]string{"serve"}, "Usage: servicenow-mcp serve [flags]"},
+		{[]string{"sandbox"}, "Usage: servicenow-mcp sandbox [flags]"},
+		{[]string{"auth"}, "Usage: servicenow-mcp auth login|status|logout"},
+		{[]string{"auth", "login"}, "Usage: servicenow-mcp auth login [flags]"},
+		{[]string{"auth", "status"}, "Usage: servicenow-mcp auth status [flags]"},
+		{[]string{"auth", "logout"}, "Usage: servicenow-mcp auth logout [flags]"},
+		{[]string{"keys"}, "Usage: servicenow-mcp keys generate|hash|rekey"},
+		{[]string{"keys", "generate"}, "Usage: servicenow-mcp keys generate"},
+		{[]string{"keys", "hash"}, "Usage: servicenow-mcp keys hash"},
+		{[]string{"keys", "rekey"}, "Usage: servicenow-mcp keys rekey"},
+		{[]string{"version"}, "Usage: servicenow-mcp version"},
+	}
+	const apiKey = "snmcp_on-stdin-for-keys-hash"
+	for _, tt := range tests {
+		for _, flag := range []string{"-h", "--help"} {
+			args := append(append([]string(nil), tt.args...), flag)
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				home := isolate(t)
+				t.Setenv("XDG_CACHE_HOME", filepath.Join(home, ".cache"))
+				stdout, stderr, err := run(t, apiKey+"\n", args...)
+				if err != nil {
+					t.Fatalf("err = %v, want exit 0\nstderr: %s", err, stderr)
+				}
+				if !strings.Contains(stdout, tt.want) {
+					t.Fatalf("stdout does not hold the usage %q:\n%s\nstderr: %s", tt.want, stdout, stderr)
+				}
+				for _, secret := range []string{"key:  snmcp_", "hash: sha256:", sha(apiKey)} {
+					if strings.Contains(stdout+stderr, secret) {
+						t.Fatalf("help printed %q:\n%s%s", secret, stdout, stderr)
+					}
+				}
+				if made := filesUnder(t, home); len(made) > 0 {
+					t.Fatalf("help created %q", made)
+				}
+			})
+		}
+	}
+}
+
+// filesUnder lists what exists below dir.
+func filesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	var found []string
+	err := filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
+		if err == nil && path != dir {
+			found = append(found, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }
