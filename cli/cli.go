@@ -411,6 +411,9 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q; see --help", fs.Arg(0))
 	}
+	if *transport != "stdio" && *transport != "http" {
+		return fmt.Errorf("--transport %q: use stdio or http", *transport)
+	}
 	cfg, err := c.load()
 	if err != nil {
 		return err
@@ -432,6 +435,9 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	}
 	if err := cfg.ValidateWith(config.ValidateOptions{AllowNoConnections: *withSandbox}); err != nil {
 		return err
+	}
+	if *transport == "stdio" && cfg.User == "" {
+		return errors.New("no user for stdio: set --user, user in the config file, or SERVICENOW_MCP_USER")
 	}
 	log := newLogger(cfg, stderr)
 
@@ -455,14 +461,8 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	log.Info().Str("version", version()).Str("transport", *transport).Str("data_dir", cfg.DataDir).
 		Str("summary", app.Describe()).Msg("servicenow-mcp starting")
 
-	switch *transport {
-	case "stdio":
-		if cfg.User == "" {
-			return errors.New("no user for stdio: set --user, user in the config file, or SERVICENOW_MCP_USER")
-		}
-		return app.ServeStdio(ctx, stdin, stdout, cfg.User)
-	case "http":
+	if *transport == "http" {
 		return app.ServeHTTP(ctx)
 	}
-	return fmt.Errorf("--transport %q: use stdio or http", *transport)
+	return app.ServeStdio(ctx, stdin, stdout, cfg.User)
 }

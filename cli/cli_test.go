@@ -257,3 +257,35 @@ func filesUnder(t *testing.T, dir string) []string {
 	}
 	return found
 }
+
+// TestBadFlagsStopBeforeAnythingOpens: a flag value serve cannot use is
+// refused before the key file, the store or a sandbox is touched, and
+// before anything is logged.
+func TestBadFlagsStopBeforeAnythingOpens(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown transport", []string{"--transport", "bogus"}, `--transport "bogus": use stdio or http`},
+		{"unknown transport with the sandbox", []string{"--sandbox", "--transport", "bogus"}, `--transport "bogus": use stdio or http`},
+		{"empty transport", []string{"--transport="}, `--transport "": use stdio or http`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			home := isolate(t)
+			t.Setenv("XDG_CACHE_HOME", filepath.Join(home, ".cache"))
+			path := writeConfig(t, "connections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n")
+			stdout, stderr, err := run(t, "", append([]string{"serve", "--config", path}, tt.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if stdout != "" || stderr != "" {
+				t.Fatalf("serve wrote before refusing the flags:\nstdout: %s\nstderr: %s", stdout, stderr)
+			}
+			if made := filesUnder(t, home); len(made) > 0 {
+				t.Fatalf("serve created %q before refusing the flags", made)
+			}
+		})
+	}
+}
