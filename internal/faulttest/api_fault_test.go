@@ -91,6 +91,26 @@ func TestAPI401RefreshesOnceAndRetries(t *testing.T) {
 	}
 }
 
+// Issue 5, point 4: the instance's clock jumps ahead while a token is out
+// (clock_offset), so the token dies earlier than expires_in said although
+// the client's clock says it is good: one refresh, one retry, the answer.
+func TestAPIClockJumpRefreshesOnce(t *testing.T) {
+	e, _ := newEnv(t, testenv.Options{})
+	mustContain(t, getIncidents(t, e), false, `"result"`)
+	e.Sandbox.Server.SetFaults(sandbox.Faults{ClockOffset: sandbox.Duration(2 * time.Hour)})
+
+	before := count(e)
+	mustContain(t, getIncidents(t, e), false, `"result"`)
+	after := count(e)
+	if after.refreshes-before.refreshes != 1 || after.api-before.api != 2 {
+		t.Fatalf("refreshes +%d, API requests +%d; want one refresh and one retry",
+			after.refreshes-before.refreshes, after.api-before.api)
+	}
+	if a := stored(t, e, "alice"); a.Status != storage.StatusActive {
+		t.Fatalf("account is %s after the clock jump, want ACTIVE", a.Status)
+	}
+}
+
 // Issue 5, point 4: when the freshly refreshed token is refused as well
 // (tokens die earlier than expires_in said), the call answers with a link
 // and the account is marked expired.
