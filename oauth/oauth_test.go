@@ -319,6 +319,32 @@ func TestTokenRefresh(t *testing.T) {
 	}
 }
 
+// TestRefreshAnswerWithoutRefreshToken: a refresh answered with an access
+// token only keeps the refresh token the account had, which goes on working.
+func TestRefreshAnswerWithoutRefreshToken(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, sandbox.Options{RefreshOmitsToken: true})
+	e.linkUser("alice")
+	linked, err := e.store.GetAccount(ctx, key("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 2; round++ {
+		e.clock.Add(31 * time.Minute)
+		tok, err := e.mgr.Token(ctx, key("alice"))
+		if err != nil || tok == linked.AccessToken {
+			t.Fatalf("refresh %d: %v (same access token: %v)", round, err, tok == linked.AccessToken)
+		}
+		a, err := e.store.GetAccount(ctx, key("alice"))
+		if err != nil || a.RefreshToken != linked.RefreshToken || a.Status != storage.StatusActive {
+			t.Fatalf("refresh %d: stored refresh token kept = %v, status %s, %v", round, a.RefreshToken == linked.RefreshToken, a.Status, err)
+		}
+	}
+	if n := e.tokenRequests("refresh_token", "ok"); n != 2 {
+		t.Fatalf("%d refreshes, want 2", n)
+	}
+}
+
 func TestRefreshFailures(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {

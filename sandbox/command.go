@@ -50,6 +50,7 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&opts.RefreshTTL, "refresh-ttl", 8640000*time.Second, "refresh token lifetime")
 	fs.DurationVar(&opts.CodeTTL, "code-ttl", 60*time.Second, "authorization code lifetime")
 	fs.BoolVar(&opts.RotateRefresh, "rotate-refresh", false, "rotate refresh tokens (reuse of an old one revokes the family)")
+	fs.BoolVar(&opts.RefreshOmitsToken, "refresh-omits-refresh-token", false, "answer the refresh grant with an access token only (the refresh token stays valid)")
 	fs.BoolVar(&stateReq, "state-required", true, "require the state parameter on /oauth_auth.do")
 	fs.StringVar(&opts.StateFile, "state-file", "", "JSON file to load at start and save on change")
 	fs.BoolVar(&noKM, "no-knowledge-api", false, "act as if the Knowledge API plugin (sn_km_api) were not installed")

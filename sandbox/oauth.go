@@ -424,7 +424,11 @@ func (s *Server) refresh(form url.Values) (map[string]any, string) {
 		return nil, ""
 	}
 	if !rotate {
-		return s.issueLocked(t.User, t.Family, t.Value), p.UserName
+		resp := s.issueLocked(t.User, t.Family, t.Value)
+		if s.opts.RefreshOmitsToken {
+			delete(resp, "refresh_token")
+		}
+		return resp, p.UserName
 	}
 	resp := s.issueLocked(t.User, t.Family, "")
 	t.Rotated = true

@@ -187,6 +187,19 @@ func TestRefreshRotationReuse(t *testing.T) {
 	}
 }
 
+// TestRefreshOmitsRefreshToken: with RefreshOmitsToken the refresh grant
+// answers an access token only, and the refresh token goes on working.
+func TestRefreshOmitsRefreshToken(t *testing.T) {
+	e := newEnv(t, Options{RefreshOmitsToken: true})
+	_, rt := e.tokens("alice")
+	for range 2 {
+		m := e.refresh(rt).json(t)
+		if _, has := m["refresh_token"]; has || m["access_token"] == nil {
+			t.Fatalf("refresh answered %v, want an access token only", m)
+		}
+	}
+}
+
 func TestRevoke(t *testing.T) {
 	e := newEnv(t, Options{})
 	at, rt := e.tokens("alice")

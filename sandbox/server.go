@@ -34,6 +34,11 @@ type Options struct {
 	// RotateRefresh makes the refresh grant return a new refresh token and
 	// treat reuse of a replaced one as theft (the whole family is revoked).
 	RotateRefresh bool
+	// RefreshOmitsToken makes the refresh grant answer without
+	// refresh_token ("returns only an access token", as ServiceNow's
+	// parameter reference puts it); the refresh token in use stays valid.
+	// Ignored while refresh tokens rotate.
+	RefreshOmitsToken bool
 	// StateRequired is kept for readability: state is required unless
 	// StateOptional is set (a bool cannot default to true).
 	StateRequired bool
