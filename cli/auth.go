@@ -72,7 +72,7 @@ func auth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer closeSandbox()
 	}
-	store, err := openStore(ctx, cfg, log)
+	store, _, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -291,7 +291,7 @@ func rekey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	store, err := openStore(ctx, cfg, log)
+	store, _, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

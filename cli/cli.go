@@ -17,7 +17,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
+	"sort"
 	"strings"
 	"time"
 
@@ -179,13 +181,72 @@ func newLogger(cfg *config.Config, stderr io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 
-// openStore opens the data directory with the configured keys.
-func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (storage.Store, error) {
+// openStore opens the data directory with the configured keys, which it
+// returns too.
+func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (storage.Store, storage.Keyring, error) {
 	keys, err := loadKeys(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, keys, err
 	}
-	return storage.Open(ctx, storage.Options{Dir: cfg.DataDir, Keys: keys, Logger: log})
+	store, err := storage.Open(ctx, storage.Options{Dir: cfg.DataDir, Keys: keys, Logger: log})
+	return store, keys, err
+}
+
+// sealedWithKey finds the key id in storage's ErrWrongKey message, the
+// only place it reports which key sealed a record.
+var sealedWithKey = regexp.MustCompile(`sealed with (?:unknown )?key ([0-9a-f]{8})`)
+
+// warnUnopenableAccounts logs one error when stored accounts were sealed
+// with a key that no configured key matches: without it a wrong key shows
+// only on tool calls and in auth status. It waits for the store, which
+// opens in the background, so it runs beside the start-up, not before it.
+// It logs key ids and account names, never a key or token.
+func warnUnopenableAccounts(ctx context.Context, store storage.Store, ring storage.Keyring, dataDir string, log zerolog.Logger) {
+	accounts, broken, err := store.ListAccounts(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn().Err(err).Msg("could not list the stored accounts to check the encryption key")
+		}
+		return
+	}
+
+	var names []string
+	needed := map[string]bool{}
+	for k, err := range broken {
+		if !errors.Is(err, storage.ErrWrongKey) {
+			continue
+		}
+		names = append(names, k.Connection+"/"+k.User)
+		if m := sealedWithKey.FindStringSubmatch(err.Error()); m != nil {
+			needed[m[1]] = true
+		}
+	}
+	if len(names) == 0 {
+		log.Debug().Int("accounts", len(accounts)).Msg("every stored account opens with the configured encryption keys")
+		return
+	}
+
+	sort.Strings(names)
+	neededIDs := make([]string, 0, len(needed))
+	for id := range needed {
+		neededIDs = append(neededIDs, id)
+	}
+	sort.Strings(neededIDs)
+	configured := []string{storage.KeyID(ring.Current)}
+	for _, k := range ring.Previous {
+		configured = append(configured, storage.KeyID(k))
+	}
+	which := "a key"
+	if len(neededIDs) > 0 {
+		which = "key " + strings.Join(neededIDs, ", ")
+	}
+	log.Error().Strs("needed_key_ids", neededIDs).Strs("configured_key_ids", configured).
+		Str("accounts", strings.Join(names, ", ")).Str("data_dir", dataDir).
+		Msgf("wrong encryption key: %d stored account(s) were sealed with %s, and no configured key (%s) matches, "+
+			"so their tool calls fail until this is fixed. Set encryption_key (%s) or the key file to the key with that id; "+
+			"if it is the old key of a rotation, keep the new key current, list the old one under previous_encryption_keys "+
+			"and run `servicenow-mcp keys rekey` (SECURITY.md, \"Rotating the encryption key\"). The stored accounts are kept as they are",
+			len(names), which, strings.Join(configured, ", "), config.EnvEncryptionKey)
 }
 
 func loadKeys(cfg *config.Config, log zerolog.Logger) (storage.Keyring, error) {
@@ -448,11 +509,18 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		}
 		defer closeSandbox()
 	}
-	store, err := openStore(ctx, cfg, log)
+	store, ring, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	checkCtx, stopCheck := context.WithCancel(ctx)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		warnUnopenableAccounts(checkCtx, store, ring, cfg.DataDir, log)
+	}()
+	defer func() { stopCheck(); <-checked }()
 
 	app, err := server.New(server.Options{Config: cfg, Store: store, Logger: log, Version: version()})
 	if err != nil {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -288,4 +290,133 @@ func TestBadFlagsStopBeforeAnythingOpens(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWrongKeyIsLoggedAtStart: serve names, at start-up and at ERROR
+// level, the key id that sealed accounts no configured key opens, and the
+// fix; a matching current or previous key logs nothing of the kind.
+func TestWrongKeyIsLoggedAtStart(t *testing.T) {
+	keyA, keyB := storage.GenerateKey(), storage.GenerateKey()
+	a, _ := storage.ParseKey(keyA)
+	const (
+		warning = "wrong encryption key"
+		allGood = "every stored account opens with the configured encryption keys"
+	)
+	tests := []struct {
+		name     string
+		current  string
+		previous string
+		warn     bool
+	}{
+		{"another key", keyB, "", true},
+		{"the key that sealed them", keyA, "", false},
+		{"the old key under previous_encryption_keys", keyB, keyA, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			home := isolate(t)
+			dataDir := filepath.Join(home, "data")
+			ctx := context.Background()
+			st, err := storage.Open(ctx, storage.Options{Dir: dataDir, Keys: storage.Keyring{Current: a}, Logger: zerolog.Nop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			acct := &storage.Account{Connection: "a", User: "alice", Status: storage.StatusActive,
+				AccessToken: "AT-secret", RefreshToken: "RT-secret", Expiry: time.Now().Add(time.Hour)}
+			if err := st.PutAccount(ctx, acct); err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+
+			body := "data_dir: " + dataDir + "\nserver:\n  listen: " + freeAddr(t) +
+				"\nconnections:\n  - name: a\n    instance_url: https://x.service-now.com\n    client_id: c\n"
+			if tt.previous != "" {
+				body += "previous_encryption_keys:\n  - '" + tt.previous + "'\n"
+			}
+			path := writeConfig(t, body)
+			t.Setenv("SERVICENOW_MCP_ENCRYPTION_KEY", tt.current)
+
+			// serve runs until its stdin closes, which the test does once
+			// the check has spoken.
+			logs := newWatchedWriter(warning, allGood)
+			stdin, closeStdin := io.Pipe()
+			defer closeStdin.Close()
+			served := make(chan error, 1)
+			go func() {
+				served <- Run(ctx, []string{"serve", "--config", path, "--user", "alice", "--log-level", "debug"},
+					stdin, io.Discard, logs)
+			}()
+			select {
+			case <-logs.seen:
+			case err := <-served:
+				t.Fatalf("serve ended before checking the stored accounts: %v\n%s", err, logs)
+			case <-time.After(15 * time.Second):
+				t.Fatalf("no word on the stored accounts after 15s:\n%s", logs)
+			}
+			closeStdin.Close()
+			if err := <-served; err != nil {
+				t.Fatalf("serve: %v\n%s", err, logs)
+			}
+
+			out := logs.String()
+			var line string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, warning) {
+					line = l
+				}
+			}
+			if !tt.warn {
+				if line != "" {
+					t.Fatalf("warned with a key that opens the accounts:\n%s", line)
+				}
+				return
+			}
+			for _, want := range []string{`"level":"error"`, storage.KeyID(a), "a/alice", "SERVICENOW_MCP_ENCRYPTION_KEY",
+				"previous_encryption_keys", "keys rekey", "Rotating the encryption key"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("the warning does not say %q:\n%s", want, line)
+				}
+			}
+			if n := strings.Count(out, warning); n != 1 {
+				t.Errorf("warned %d times, want once", n)
+			}
+			for _, secret := range []string{keyA, keyB, "AT-secret", "RT-secret"} {
+				if strings.Contains(out, secret) {
+					t.Fatalf("the log holds a secret (%.6s…)", secret)
+				}
+			}
+		})
+	}
+}
+
+// watchedWriter collects log output and closes seen when any of its
+// marks has been written.
+type watchedWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	marks []string
+	seen  chan struct{}
+	once  sync.Once
+}
+
+func newWatchedWriter(marks ...string) *watchedWriter {
+	return &watchedWriter{marks: marks, seen: make(chan struct{})}
+}
+
+func (w *watchedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, _ := w.buf.Write(p)
+	for _, m := range w.marks {
+		if bytes.Contains(w.buf.Bytes(), []byte(m)) {
+			w.once.Do(func() { close(w.seen) })
+		}
+	}
+	return n, nil
+}
+
+func (w *watchedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
