@@ -199,6 +199,7 @@ func getChange(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 			out["journal_note"] = note
 		}
 	}
+	fitRecordAnswer(out, "change_request", d.budget(), "journal", "tasks")
 	return jsonResult(out)
 }
 

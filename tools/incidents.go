@@ -195,6 +195,7 @@ func recordWithJournal(ctx context.Context, d *Deps, c *Call, table, key string,
 			out["journal_note"] = note
 		}
 	}
+	fitRecordAnswer(out, table, d.budget(), "journal")
 	return jsonResult(out)
 }
 

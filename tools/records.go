@@ -105,62 +105,89 @@ func listRecords(ctx context.Context, d *Deps, c *Call, spec ListSpec) *mcp.Call
 		return recordFailure(ctx, d, c, spec.Table, "read", err)
 	}
 
-	out := recordList{Table: meta.Name, Offset: offset, Records: []json.RawMessage{}}
+	var total *int64
 	if n, err := strconv.ParseInt(resp.Header.Get("X-Total-Count"), 10, 64); err == nil {
-		out.Total = &n
+		total = &n
 	}
-	shaper := newShaper(ctx, d, c, meta, fields)
-	size := 512 // the envelope and its notes
-	kept := make([]map[string]any, 0, len(raw))
-	for _, r := range raw {
-		rec := shaper.shape(r)
-		b, err := marshal(rec)
-		if err != nil {
-			continue
-		}
-		if size+len(b)+1 > d.budget() && len(out.Records) > 0 {
-			out.Truncated = true
-			break
-		}
-		size += len(b) + 1
-		out.Records = append(out.Records, b)
-		kept = append(kept, rec)
-	}
-	out.Returned = len(out.Records)
 	// ServiceNow pages over the rows the query matched and then drops the
 	// rows this user may not read, so a page may hold fewer than limit
 	// records (even none) while more follow. The next page therefore
 	// starts limit rows on, not after the records that came back; only a
 	// page cut to the budget continues after its last record kept.
 	expected := limit
-	if out.Total != nil {
-		expected = min(limit, max(*out.Total-offset, 0))
+	if total != nil {
+		expected = min(limit, max(*total-offset, 0))
 	}
 	hidden := int64(len(raw)) < expected
-	next := offset + limit
-	more := false
-	switch {
-	case out.Truncated || resp.Truncated:
-		out.Truncated = true
-		next, more = offset+int64(out.Returned), true
-		note := fmt.Sprintf("The answer was cut to fit the size budget: %d whole records kept of the %d fetched. Continue with offset=%d, or ask for fewer fields.", out.Returned, len(raw), next)
-		if hidden {
-			note += " Access rules hid some rows of this page, so the next page may repeat a record."
+
+	shaper := newShaper(ctx, d, c, meta, fields)
+	shaped := make([]map[string]any, 0, len(raw))
+	encoded := make([]json.RawMessage, 0, len(raw))
+	// page is the answer with the first n records; cut says the one
+	// record kept had its long values cut.
+	page := func(n int, cut bool) recordList {
+		out := recordList{Table: meta.Name, Total: total, Offset: offset, Records: encoded[:n], Returned: n}
+		next := offset + limit
+		more := false
+		switch {
+		case n < len(raw) || resp.Truncated:
+			out.Truncated = true
+			next, more = offset+int64(n), true
+			note := fmt.Sprintf("The answer was cut to fit the size budget: %d whole records kept of the %d fetched. Continue with offset=%d, or ask for fewer fields.", n, len(raw), next)
+			if hidden {
+				note += " Access rules hid some rows of this page, so the next page may repeat a record."
+			}
+			out.Notes = append(out.Notes, note)
+		case total != nil:
+			more = next < *total
+		default:
+			more = !hidden || hasNextLink(resp.Header.Get("Link"))
 		}
-		out.Notes = append(out.Notes, note)
-	case out.Total != nil:
-		more = next < *out.Total
-	default:
-		more = !hidden || hasNextLink(resp.Header.Get("Link"))
-	}
-	if more {
-		out.NextOffset = &next
-		if hidden && !out.Truncated {
-			out.Notes = append(out.Notes, fmt.Sprintf("%d of the %d rows on this page came back: ServiceNow drops rows this user may not read after paging. More rows follow; continue with offset=%d.", len(raw), expected, next))
+		if more {
+			out.NextOffset = &next
+			if hidden && !out.Truncated {
+				out.Notes = append(out.Notes, fmt.Sprintf("%d of the %d rows on this page came back: ServiceNow drops rows this user may not read after paging. More rows follow; continue with offset=%d.", len(raw), expected, next))
+			}
 		}
+		if cut {
+			out.Notes = append(out.Notes, "The first record is larger than the size budget on its own: its long values were cut, each ending in "+cutMark+
+				" (its _cut_fields names them). Ask for fewer fields, or read it with servicenow_get_record and only the fields you need.")
+		}
+		out.Notes = append(out.Notes, shaper.journalNotes(shaped[:n])...)
+		return out
 	}
-	out.Notes = append(out.Notes, shaper.journalNotes(kept)...)
-	return jsonResult(out)
+
+	empty, _ := marshal(page(0, false))
+	size := len(empty) + 256 // and the notes a cut adds
+	for _, r := range raw {
+		rec := shaper.shape(r)
+		b, err := marshal(rec)
+		if err != nil {
+			return errorResult("internal error: cannot encode a record")
+		}
+		if size+len(b)+1 > d.budget() && len(encoded) > 0 {
+			break
+		}
+		size += len(b) + 1
+		shaped, encoded = append(shaped, rec), append(encoded, b)
+	}
+
+	// The estimate above is checked against the whole answer: records
+	// give way from the end, and a record too large on its own has its
+	// long values cut.
+	n := len(encoded)
+	text, _ := marshal(page(n, false))
+	for n > 1 && len(text) > d.budget() {
+		n--
+		text, _ = marshal(page(n, false))
+	}
+	if n == 1 && len(text) > d.budget() {
+		withNote, _ := marshal(page(1, true))
+		fitRecord(shaped[0], len(encoded[0])-(len(withNote)-d.budget()))
+		encoded[0], _ = marshal(shaped[0])
+		text, _ = marshal(page(1, true))
+	}
+	return mcp.NewToolResultText(string(text))
 }
 
 // hasNextLink reports whether a Link header has a rel="next" target.
@@ -228,10 +255,10 @@ func getRecord(ctx context.Context, d *Deps, c *Call, table, idOrNumber string, 
 	}
 	shaper := newShaper(ctx, d, c, meta, chosen)
 	rec := shaper.shape(rows[0])
-	fitRecord(rec, d.budget())
 	if notes := shaper.journalNotes([]map[string]any{rec}); len(notes) > 0 {
 		rec["_notes"] = notes
 	}
+	fitRecord(rec, d.budget())
 	return rec, nil
 }
 
@@ -312,12 +339,13 @@ func writeRecord(ctx context.Context, d *Deps, c *Call, method, table, sysID str
 	}
 	shaper := newShaper(ctx, d, c, meta, chosen)
 	rec := shaper.shape(rows[0])
-	fitRecord(rec, d.budget())
 	action := "updated"
 	if method == http.MethodPost {
 		action = "created"
 	}
-	return jsonResult(map[string]any{"table": meta.Name, "action": action, "record": rec})
+	out := map[string]any{"table": meta.Name, "action": action}
+	fitInto(out, "record", rec, d.budget())
+	return jsonResult(out)
 }
 
 // prepareValues checks the fields of a write and turns each value into
@@ -904,39 +932,6 @@ func isoUTC(v string) string {
 		return t.UTC().Format(time.RFC3339)
 	}
 	return v
-}
-
-// fitRecord cuts the longest text values of one record until it fits the
-// budget, marking what was cut.
-func fitRecord(rec map[string]any, budget int) {
-	b, _ := marshal(rec)
-	if len(b) <= budget {
-		return
-	}
-	var cut []string
-	for len(b) > budget {
-		longest, size := "", 0
-		for k, v := range rec {
-			if s, ok := v.(string); ok && len(s) > size && !contains(cut, k) {
-				longest, size = k, len(s)
-			}
-		}
-		if longest == "" || size < 64 {
-			break
-		}
-		keep := max(0, size-(len(b)-budget)-32)
-		s := rec[longest].(string)
-		for keep > 0 && keep < len(s) && (s[keep]&0xC0) == 0x80 {
-			keep--
-		}
-		rec[longest] = s[:keep] + "…"
-		cut = append(cut, longest)
-		b, _ = marshal(rec)
-	}
-	if len(cut) > 0 {
-		sort.Strings(cut)
-		rec["_cut_fields"] = cut
-	}
 }
 
 // tableRoles names the role a user usually needs to change a table.

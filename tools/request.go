@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -90,9 +89,18 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 			hs[k] = strings.Join(resp.Header.Values(k), ", ")
 		}
 	}
-	shaped, note := shapeBody(resp.Body, resp.Truncated, resp.Compacted, d.budget())
+	// The body gets what the status, the headers and a note leave of the
+	// budget; room for the note is kept only when the body is cut.
+	shaped, note := shapeBody(resp.Body, resp.Truncated, resp.Compacted, d.budget()-len(requestAnswer(resp.Status, hs, nil, "")))
+	if note != "" {
+		room := d.budget() - len(requestAnswer(resp.Status, hs, nil, strings.Repeat("x", maxBodyNote)))
+		shaped, note = shapeBody(resp.Body, resp.Truncated, resp.Compacted, room)
+	}
 	return mcp.NewToolResultText(string(requestAnswer(resp.Status, hs, shaped, note)))
 }
+
+// maxBodyNote is the most bytes a note of shapeBody takes.
+const maxBodyNote = 400
 
 // requestAnswer writes {"status","headers","body","truncated","note"} by
 // hand: the body is already compact JSON, and encoding/json would scan
@@ -137,8 +145,9 @@ func readCap(budget int) int64 {
 }
 
 // shapeBody compacts a JSON body into the budget, cutting whole records
-// of a {"result":[…]} list when it is too large. compact says the body is
-// known to be compact JSON already.
+// of a {"result":[…]} list when it is too large, and the long values of a
+// record too large on its own. compact says the body is known to be
+// compact JSON already. A note says what was cut.
 func shapeBody(body []byte, cut, compact bool, budget int) (json.RawMessage, string) {
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
@@ -163,20 +172,42 @@ func shapeBody(body []byte, cut, compact bool, budget int) (json.RawMessage, str
 			kept = append(kept, r)
 			size += len(r) + 1
 		}
-		b, _ := marshal(map[string]any{"result": kept})
 		of := fmt.Sprintf("%d", total)
 		if cut {
 			of = "more than " + of
 		}
+		var rec map[string]any
+		if len(kept) == 0 && len(records) > 0 && json.Unmarshal(records[0], &rec) == nil {
+			fitRecord(rec, budget-len(`{"result":[]}`))
+			b, _ := marshal(map[string]any{"result": []any{rec}})
+			return b, fmt.Sprintf("the answer was too large: kept the first of %s records, and even it only with its long values cut, each ending in %s "+
+				"(its _cut_fields names them). Ask for fewer fields (sysparm_fields), or page with sysparm_offset=1.", of, cutMark)
+		}
+		b, _ := marshal(map[string]any{"result": kept})
 		return b, fmt.Sprintf("the answer was too large: kept the first %d of %s records. Ask for fewer fields (sysparm_fields), fewer records (sysparm_limit), or page with sysparm_offset=%d.",
 			len(kept), of, len(kept))
 	}
-	text := body[:min(len(body), budget)]
-	for len(text) > 0 && !utf8.Valid(text) {
-		text = text[:len(text)-1]
+	var one struct {
+		Result map[string]any `json:"result"`
 	}
-	s, _ := marshal(string(text))
-	return s, fmt.Sprintf("the answer was too large and is shown as text cut at %d bytes; narrow the request.", len(text))
+	if !cut && json.Unmarshal(body, &one) == nil && one.Result != nil {
+		fitRecord(one.Result, budget-len(`{"result":}`))
+		b, _ := marshal(one)
+		return b, fmt.Sprintf("the record was larger than the size budget: its long values were cut, each ending in %s (its _cut_fields names them). "+
+			"Ask for fewer fields (sysparm_fields) to see them whole.", cutMark)
+	}
+
+	// Anything else is shown as text, cut so that it fits once encoded as
+	// a JSON string.
+	n := budget
+	for {
+		text := cutUTF8(string(body), max(n, 0))
+		s, _ := marshal(text)
+		if len(s) <= budget || n <= 0 {
+			return s, fmt.Sprintf("the answer was too large and is shown as text cut at %d bytes; narrow the request.", len(text))
+		}
+		n -= len(s) - budget
+	}
 }
 
 // leadingRecords reads the records of a {"result":[…]} body, stopping
