@@ -86,6 +86,9 @@ func (a *authenticator) authenticate(r *http.Request) (principal, int, string) {
 		return principal{User: a.openUser}, 0, ""
 	}
 
+	if n := len(r.Header.Values("Authorization")); n > 1 {
+		return principal{}, http.StatusBadRequest, fmt.Sprintf("the Authorization header was sent %d times; send one API key", n)
+	}
 	token, ok := bearerToken(r.Header.Get("Authorization"))
 	if !ok {
 		return principal{}, http.StatusUnauthorized,
@@ -99,7 +102,15 @@ func (a *authenticator) authenticate(r *http.Request) (principal, int, string) {
 	named, present := r.Header[http.CanonicalHeaderKey(a.server.UserHeader)]
 	user := ""
 	if present {
-		user = strings.TrimSpace(strings.Join(named, ","))
+		// Several values (repeated, or joined with commas by a proxy that
+		// appends rather than replaces) would let a client add a user of
+		// its choosing in front of the gateway's: refuse, never pick one.
+		if len(named) > 1 || strings.Contains(named[0], ",") {
+			return principal{}, http.StatusBadRequest, fmt.Sprintf(
+				"header %s names more than one user; send it once, with one user (a proxy in front must replace it, not append to it)",
+				a.server.UserHeader)
+		}
+		user = strings.TrimSpace(named[0])
 		if problem := tools.CheckUserName(user); problem != "" {
 			return principal{}, http.StatusBadRequest, fmt.Sprintf("header %s %s", a.server.UserHeader, problem)
 		}

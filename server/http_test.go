@@ -85,19 +85,28 @@ func TestAuthentication(t *testing.T) {
 		headers   map[string]string
 		status    int
 		challenge string // a substring of WWW-Authenticate on 401
+		// added are header lines sent after headers, so a name may repeat.
+		added [][2]string
 	}{
-		{"no key", map[string]string{}, http.StatusUnauthorized, `Bearer realm="servicenow-mcp"`},
-		{"wrong key", headersFor("snmcp_wrong", ""), http.StatusUnauthorized, `error="invalid_token"`},
-		{"basic scheme", map[string]string{"Authorization": "Basic " + aliceKey}, http.StatusUnauthorized, "Bearer"},
-		{"empty bearer", map[string]string{"Authorization": "Bearer "}, http.StatusUnauthorized, "Bearer"},
-		{"bound key names another user", headersFor(aliceKey, "mallory"), http.StatusForbidden, ""},
-		{"bound key names itself", headersFor(aliceKey, "alice"), 0, ""},
-		{"bound key", headersFor(aliceKey, ""), 0, ""},
-		{"gateway without user header", headersFor(gatewayKey, ""), http.StatusBadRequest, ""},
-		{"gateway with blank user header", map[string]string{"Authorization": "Bearer " + gatewayKey, userHeader: " "}, http.StatusBadRequest, ""},
-		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", tools.MaxUserLength+1)), http.StatusBadRequest, ""},
-		{"gateway names bob", headersFor(gatewayKey, "bob"), 0, ""},
-		{"lower-case scheme", map[string]string{"Authorization": "bearer " + aliceKey}, 0, ""},
+		{"no key", map[string]string{}, http.StatusUnauthorized, `Bearer realm="servicenow-mcp"`, nil},
+		{"wrong key", headersFor("snmcp_wrong", ""), http.StatusUnauthorized, `error="invalid_token"`, nil},
+		{"basic scheme", map[string]string{"Authorization": "Basic " + aliceKey}, http.StatusUnauthorized, "Bearer", nil},
+		{"empty bearer", map[string]string{"Authorization": "Bearer "}, http.StatusUnauthorized, "Bearer", nil},
+		{"bound key names another user", headersFor(aliceKey, "mallory"), http.StatusForbidden, "", nil},
+		{"bound key names itself", headersFor(aliceKey, "alice"), 0, "", nil},
+		{"bound key", headersFor(aliceKey, ""), 0, "", nil},
+		{"gateway without user header", headersFor(gatewayKey, ""), http.StatusBadRequest, "", nil},
+		{"gateway with blank user header", map[string]string{"Authorization": "Bearer " + gatewayKey, userHeader: " "}, http.StatusBadRequest, "", nil},
+		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", tools.MaxUserLength+1)), http.StatusBadRequest, "", nil},
+		{"gateway names bob", headersFor(gatewayKey, "bob"), 0, "", nil},
+		{"lower-case scheme", map[string]string{"Authorization": "bearer " + aliceKey}, 0, "", nil},
+		// A proxy that appends the user header instead of replacing it
+		// must not let the client choose who it is.
+		{"gateway with the user header twice", headersFor(gatewayKey, "mallory"), http.StatusBadRequest, "",
+			[][2]string{{userHeader, "bob"}}},
+		{"gateway with two users in one header", headersFor(gatewayKey, "mallory, bob"), http.StatusBadRequest, "", nil},
+		{"two Authorization headers", headersFor(gatewayKey, "bob"), http.StatusBadRequest, "",
+			[][2]string{{"Authorization", "Bearer " + aliceKey}}},
 	}
 	endpoints := []struct {
 		name, method, path, body string
@@ -124,6 +133,9 @@ func TestAuthentication(t *testing.T) {
 				req, _ := http.NewRequestWithContext(ctx, ep.method, srv.URL+ep.path, strings.NewReader(ep.body))
 				for k, v := range tt.headers {
 					req.Header.Set(k, v)
+				}
+				for _, kv := range tt.added {
+					req.Header.Add(kv[0], kv[1])
 				}
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("Accept", "application/json, text/event-stream")
