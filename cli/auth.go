@@ -66,11 +66,11 @@ func auth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 	if *withSandbox {
-		closeSandbox, err := startSandbox(ctx, cfg, log)
+		sb, err := startSandbox(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
-		defer closeSandbox()
+		defer sb.Close()
 	}
 	store, _, err := openStore(ctx, cfg, log)
 	if err != nil {

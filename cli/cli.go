@@ -6,22 +6,16 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -284,161 +278,6 @@ func loadKeys(cfg *config.Config, log zerolog.Logger) (storage.Keyring, error) {
 	return ring, nil
 }
 
-// sandboxConnection is the name of the connection --sandbox adds.
-const sandboxConnection = "sandbox"
-
-// startSandbox runs the simulated instance in this process, or shares the
-// one another servicenow-mcp runs for the same data directory, and adds
-// the connection "sandbox" that points at it.
-func startSandbox(ctx context.Context, cfg *config.Config, log zerolog.Logger) (func(), error) {
-	return startSandboxAt(ctx, cfg, log, sandboxAddr)
-}
-
-func startSandboxAt(ctx context.Context, cfg *config.Config, log zerolog.Logger, addr string) (func(), error) {
-	// Tokens are stored per connection name: a configured connection of
-	// the same name would share them with the simulated instance.
-	for _, c := range cfg.Connections {
-		if c.Name == sandboxConnection {
-			return nil, fmt.Errorf("--sandbox adds a connection named %q, but the configuration already has one (instance_url %s): "+
-				"rename the configured connection, or drop --sandbox", sandboxConnection, c.InstanceURL)
-		}
-	}
-	stateFile, err := sandboxStateFile(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	want := sandbox.StateID(stateFile)
-	urlFile := strings.TrimSuffix(stateFile, ".json") + ".url"
-	opts := sandbox.Options{RedirectURIs: []string{cfg.RedirectURI()}, StateFile: stateFile}
-	// own starts an instance of our own and records where it listens, so
-	// that other processes on this data directory find and share it.
-	own := func(at string) (string, []sandbox.SeedUser, func(), error) {
-		run, err := sandbox.Start(ctx, at, opts)
-		if err != nil {
-			return "", nil, nil, err
-		}
-		_ = os.WriteFile(urlFile, []byte(run.URL+"\n"), 0o600)
-		return run.URL, run.Server.Users(), func() {
-			run.Close()
-			if b, err := os.ReadFile(urlFile); err == nil && strings.TrimSpace(string(b)) == run.URL {
-				_ = os.Remove(urlFile)
-			}
-		}, nil
-	}
-	// share uses an instance another servicenow-mcp runs, only when it
-	// keeps this data directory's state file: the tokens stored here were
-	// issued by it, and another one would refuse them.
-	share := func(base string) ([]sandbox.SeedUser, bool) {
-		id, users, ok := probeSandbox(ctx, base)
-		return users, ok && id == want
-	}
-
-	const sharing = "using the sandbox instance another servicenow-mcp process runs for this data directory"
-	stable := "http://" + addr
-	url, users, stop := "", []sandbox.SeedUser(nil), func() {}
-	// A stable port keeps links valid across restarts. In order: the
-	// instance this data directory's sandbox last recorded (it may run on
-	// another port), our own on the stable port, the one already on the
-	// stable port when it is ours, else our own on any free port.
-	if b, err := os.ReadFile(urlFile); err == nil {
-		if recorded := strings.TrimSpace(string(b)); recorded != "" && recorded != stable {
-			if shared, ok := share(recorded); ok {
-				url, users = recorded, shared
-				log.Info().Str("url", url).Msg(sharing)
-			}
-		}
-	}
-	if url == "" {
-		var err error
-		if url, users, stop, err = own(addr); err != nil {
-			if shared, ok := share(stable); ok {
-				url, users, stop = stable, shared, func() {}
-				log.Info().Str("url", url).Msg(sharing)
-			} else if url, users, stop, err = own("127.0.0.1:0"); err == nil {
-				log.Warn().Str("busy", addr).Str("url", url).
-					Msg("the sandbox address is held by another data directory's sandbox or by another program; this process runs its own sandbox for its data directory on another port")
-			} else {
-				return nil, fmt.Errorf("start sandbox: %w", err)
-			}
-		}
-	}
-	hasDefault := false
-	for _, c := range cfg.Connections {
-		hasDefault = hasDefault || c.Default
-	}
-	cfg.AddConnection(config.Connection{
-		Name:         sandboxConnection,
-		InstanceURL:  url,
-		ClientID:     "sandbox-client",
-		ClientSecret: sandboxSecret(),
-		Scopes:       []string{"useraccount"},
-		Default:      !hasDefault,
-	})
-	var signIn []string
-	for _, u := range users {
-		signIn = append(signIn, fmt.Sprintf("%s/%s (%s)", u.UserName, u.Password, strings.Join(u.Roles, ",")))
-	}
-	log.Info().Str("url", url).Str("connection", sandboxConnection).
-		Str("sign_in_users", strings.Join(signIn, "; ")).
-		Msg("sandbox ServiceNow instance for the connection \"sandbox\"; sign in on its consent page with one of these users (user/password)")
-	return stop, nil
-}
-
-// probeSandbox asks base which state file the sandbox there keeps and
-// who can sign in; ok is false when no sandbox answers there.
-func probeSandbox(ctx context.Context, base string) (stateID string, users []sandbox.SeedUser, ok bool) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-	get := func(path string, v any) bool {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
-		if err != nil {
-			return false
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		return resp.StatusCode == http.StatusOK && json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v) == nil
-	}
-	var id struct {
-		StateID *string `json:"state_id"`
-	}
-	if !get("/sandbox/instance", &id) || id.StateID == nil || !get("/sandbox/users", &users) {
-		return "", nil, false
-	}
-	return *id.StateID, users, true
-}
-
-// sandboxAddr is where serve --sandbox tries to run its instance.
-const sandboxAddr = "127.0.0.1:8766"
-
-// sandboxStateFile keeps the simulated instance's records and tokens
-// between runs. It lives outside the data directory: the sandbox stores
-// its tokens in plain form, and nothing plain belongs beside our sealed
-// store.
-func sandboxStateFile(dataDir string) (string, error) {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
-	}
-	dir := filepath.Join(base, "servicenow-mcp")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("sandbox state directory: %w", err)
-	}
-	abs, _ := filepath.Abs(dataDir)
-	sum := sha256.Sum256([]byte(abs))
-	return filepath.Join(dir, "sandbox-"+hex.EncodeToString(sum[:6])+".json"), nil
-}
-
-func sandboxSecret() string {
-	if s := os.Getenv("SANDBOX_CLIENT_SECRET"); s != "" {
-		return s
-	}
-	return "sandbox-secret"
-}
-
 // listOf splits comma-separated flag values.
 func listOf(s string) []string {
 	var out []string
@@ -503,11 +342,11 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	log := newLogger(cfg, stderr)
 
 	if *withSandbox {
-		closeSandbox, err := startSandbox(ctx, cfg, log)
+		sb, err := startSandbox(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
-		defer closeSandbox()
+		defer sb.Close()
 	}
 	store, ring, err := openStore(ctx, cfg, log)
 	if err != nil {

@@ -128,11 +128,11 @@ func TestSandboxSharedOnlyForItsDataDir(t *testing.T) {
 			dataDir, addr := t.TempDir(), freeAddr(t)
 			want := tt.setup(t, dataDir, addr)
 			cfg := sandboxConfig(t, dataDir)
-			stop, err := startSandboxAt(context.Background(), cfg, zerolog.Nop(), addr)
+			sb, err := startSandboxAt(context.Background(), cfg, zerolog.Nop(), addr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer stop()
+			defer sb.Close()
 			got := sandboxURLOf(t, cfg)
 			if want != "" && got != want {
 				t.Fatalf("connection sandbox at %s, want %s", got, want)
@@ -172,11 +172,11 @@ func TestSandboxTokensSurviveAPortChange(t *testing.T) {
 		t.Helper()
 		cfg := sandboxConfig(t, dataDir)
 		cfg.Server.PublicURL = cb.URL
-		stop, err := startSandboxAt(ctx, cfg, zerolog.Nop(), addr)
+		sb, err := startSandboxAt(ctx, cfg, zerolog.Nop(), addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer stop()
+		defer sb.Close()
 		store, err := storage.Open(ctx, storage.Options{Dir: dataDir, Keys: storage.Keyring{Current: make([]byte, 32)}, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
@@ -228,6 +228,123 @@ func TestSandboxTokensSurviveAPortChange(t *testing.T) {
 			t.Fatalf("account after the move: %v %+v", err, acct)
 		}
 	})
+}
+
+// TestSandboxTakenOverWhenItsRunnerStops: processes sharing the sandbox
+// that another runs for their data directory keep an instance when that
+// process stops: one of them runs it in its place, at the same address and
+// with the same state, so the account linked before keeps working; and so
+// again when that one stops.
+func TestSandboxTakenOverWhenItsRunnerStops(t *testing.T) {
+	sandboxHome(t)
+	ctx := context.Background()
+	dataDir, addr := t.TempDir(), freeAddr(t)
+	key := storage.AccountKey{Connection: sandboxConnection, User: "alice"}
+
+	var handler atomic.Value
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler.Load().(http.Handler).ServeHTTP(w, r)
+	}))
+	defer cb.Close()
+	start := func(t *testing.T) (*localSandbox, *config.Config) {
+		t.Helper()
+		cfg := sandboxConfig(t, dataDir)
+		cfg.Server.PublicURL = cb.URL
+		sb, err := startSandboxAt(ctx, cfg, zerolog.Nop(), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sb.Close)
+		return sb, cfg
+	}
+	runs := func(sb *localSandbox) bool {
+		select {
+		case <-sb.running:
+			return true
+		default:
+			return false
+		}
+	}
+
+	a, _ := start(t)
+	b, cfg := start(t)
+	c, _ := start(t)
+	if !runs(a) || runs(b) || runs(c) || b.url != a.url || c.url != a.url {
+		t.Fatalf("a runs %v at %s; b runs %v at %s; c runs %v at %s: want a to run it and b and c to share it",
+			runs(a), a.url, runs(b), b.url, runs(c), c.url)
+	}
+
+	store, err := storage.Open(ctx, storage.Options{Dir: dataDir, Keys: storage.Keyring{Current: make([]byte, 32)}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	app, err := server.New(server.Options{Config: cfg, Store: store, Logger: zerolog.Nop(), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler.Store(app.CallbackMux())
+	link, err := app.Tokens.Link(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consent(t, link.URL, "alice")
+	access, err := app.Tokens.Token(ctx, key)
+	if err != nil {
+		t.Fatalf("token after the link: %v", err)
+	}
+
+	// stillWorks refreshes alice's token on the connection "sandbox" and
+	// calls the Table API with the fresh one.
+	stillWorks := func(t *testing.T, after string) {
+		t.Helper()
+		fresh, err := app.Tokens.ForceRefresh(ctx, key, access)
+		if err != nil || fresh == access {
+			t.Fatalf("refresh after %s: %v", after, err)
+		}
+		access = fresh
+		req, _ := http.NewRequest(http.MethodGet, sandboxURLOf(t, cfg)+"/api/now/table/sys_user?sysparm_limit=1", nil)
+		req.Header.Set("Authorization", "Bearer "+fresh)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("API call after %s: %v", after, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("API call after %s: status %d", after, resp.StatusCode)
+		}
+	}
+	// takesOver waits until x or y runs the instance, and returns it first.
+	takesOver := func(t *testing.T, x, y *localSandbox) (*localSandbox, *localSandbox) {
+		t.Helper()
+		select {
+		case <-x.running:
+			return x, y
+		case <-y.running:
+			return y, x
+		case <-time.After(15 * time.Second):
+			t.Fatal("no sharer runs the instance 15s after the process running it stopped")
+		}
+		return nil, nil
+	}
+	stillWorks(t, "the link")
+
+	a.Close()
+	next, other := takesOver(t, b, c)
+	if runs(other) {
+		t.Fatal("both sharers run the instance")
+	}
+	stillWorks(t, "the first takeover")
+
+	next.Close()
+	if last, _ := takesOver(t, other, other); last != other {
+		t.Fatal("the remaining sharer did not take over")
+	}
+	stillWorks(t, "the second takeover")
+	state, _ := sandboxStateFile(dataDir)
+	if b, err := os.ReadFile(strings.TrimSuffix(state, ".json") + ".url"); err != nil || strings.TrimSpace(string(b)) != a.url {
+		t.Fatalf("the recorded URL is %q (%v), want %s for processes starting later", b, err, a.url)
+	}
 }
 
 // consent signs in on the sandbox's consent page and follows the
