@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ValidateOptions loosens Validate for callers that complete the
@@ -94,11 +96,14 @@ func (v *validator) storage() {
 	}
 	if c.User == "" {
 		v.fail("user", "is empty; set the end user served over stdio")
+	} else if problem := CheckUserName(c.User); problem != "" {
+		v.fail("user", "%s", problem)
 	}
 
 	switch {
 	case c.EncryptionKey != "" && c.EncryptionKeyFile != "":
-		v.fail("encryption_key", "is set together with encryption_key_file; keep one of the two")
+		v.fail("encryption_key", "(or %s) is set together with encryption_key_file (or %s); keep one of the two",
+			EnvEncryptionKey, EnvEncryptionKeyFile)
 	case c.EncryptionKey != "":
 		if _, err := DecodeEncryptionKey(c.EncryptionKey); err != nil {
 			v.fail("encryption_key", "%v; make one with: openssl rand -base64 32", err)
@@ -204,6 +209,48 @@ func (v *validator) timeouts() {
 			v.fail(d.key, "must be positive, got %s", d.value)
 		}
 	}
+
+	// A request longer than the tool call is harmless: the call's bound
+	// cuts it. Bounds beyond any working setup are refused.
+	if t.ToolCall > MaxToolCall {
+		v.fail("timeouts.tool_call", "%s is longer than MCP clients wait for an answer; use at most %s", t.ToolCall, MaxToolCall)
+	}
+	if t.LinkExpiry > 0 && t.LinkExpiry < MinLinkExpiry {
+		v.fail("timeouts.link_expiry", "%s is too short for a person to open the link and sign in; use at least %s", t.LinkExpiry, MinLinkExpiry)
+	}
+	if t.RefreshMargin > MaxRefreshMargin {
+		v.fail("timeouts.refresh_margin", "%s is longer than ServiceNow's access tokens live (30 minutes unless the OAuth app says otherwise), "+
+			"so every call would refresh; use a few minutes (at most %s)", t.RefreshMargin, MaxRefreshMargin)
+	}
+}
+
+// Bounds on timeouts that no working setup goes beyond.
+const (
+	MaxToolCall      = 10 * time.Minute
+	MinLinkExpiry    = time.Minute
+	MaxRefreshMargin = time.Hour
+)
+
+// MaxUserLength bounds an end-user name.
+const MaxUserLength = 256
+
+// CheckUserName accepts a printable UTF-8 name of bounded length, and
+// says what is wrong otherwise.
+func CheckUserName(user string) string {
+	switch {
+	case user == "":
+		return "is empty; name the end user"
+	case len(user) > MaxUserLength:
+		return fmt.Sprintf("is longer than %d bytes; use a shorter stable id for the end user", MaxUserLength)
+	case !utf8.ValidString(user):
+		return "is not valid UTF-8"
+	}
+	for _, r := range user {
+		if !unicode.IsPrint(r) {
+			return fmt.Sprintf("holds a control or invisible character (%U); send the plain user id", r)
+		}
+	}
+	return ""
 }
 
 func (v *validator) tools() {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // validConfig is a configuration that passes Validate; cases change one
@@ -99,8 +100,16 @@ func TestValidate(t *testing.T) {
 			c.Server.PublicURL = "https://mcp.example.com"
 			c.SetListen("127.0.0.1:0")
 		}, ""},
+		{"user with a newline", func(c *Config) { c.User = "a\nb" }, "user: holds a control or invisible character"},
+		{"tool call beyond clients' patience", func(c *Config) { c.Timeouts.ToolCall = time.Hour },
+			"timeouts.tool_call: 1h0m0s is longer than MCP clients wait"},
+		{"link that dies before sign-in", func(c *Config) { c.Timeouts.LinkExpiry = time.Nanosecond },
+			"timeouts.link_expiry: 1ns is too short"},
+		{"refresh on every call", func(c *Config) { c.Timeouts.RefreshMargin = 1000 * time.Hour },
+			"timeouts.refresh_margin: 1000h0m0s is longer than ServiceNow's access tokens live"},
+		{"negative request", func(c *Config) { c.Timeouts.Request = -time.Second }, "timeouts.request: must be positive"},
 		{"key and key file", func(c *Config) { c.EncryptionKey = HashAPIKey("x")[7:] },
-			"encryption_key: is set together with encryption_key_file"},
+			"encryption_key: (or SERVICENOW_MCP_ENCRYPTION_KEY) is set together with encryption_key_file (or SERVICENOW_MCP_ENCRYPTION_KEY_FILE)"},
 		{"short key", func(c *Config) { c.EncryptionKeyFile, c.EncryptionKey = "", "c2hvcnQ=" },
 			"encryption_key: the key is 5 bytes, want 32"},
 		{"good key", func(c *Config) {

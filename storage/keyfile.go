@@ -64,6 +64,9 @@ func LoadOrCreateKeyFile(path string) (key []byte, created bool, err error) {
 		return nil, false, fmt.Errorf("key file %s: %w", path, err)
 	}
 
+	if info.IsDir() {
+		return nil, false, fmt.Errorf("key file %s is a directory; point it at the key file itself", path)
+	}
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
 		return nil, false, fmt.Errorf("key file %s has mode %04o: group or others may read it; "+
 			"run: chmod 600 %s", path, perm, path)

@@ -152,7 +152,7 @@ func TestUnreadableKeyFile(t *testing.T) {
 			if err := os.MkdirAll(path, 0o700); err != nil {
 				t.Fatal(err)
 			}
-		}, "read key file"},
+		}, "is a directory; point it at the key file itself"},
 		{"a file in place of its directory", func(t *testing.T, path string) {
 			if err := os.WriteFile(filepath.Dir(path), nil, 0o600); err != nil {
 				t.Fatal(err)
