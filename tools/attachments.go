@@ -214,12 +214,16 @@ func downloadAttachment(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResu
 	if isTextual(ct, meta.FileName) && utf8.Valid(data) {
 		text := string(data)
 		info := map[string]any{"attachment": meta, "encoding": "text"}
-		if len(text) > d.budget() {
-			text = cutUTF8(text, d.budget())
-			info["truncated"] = true
-			info["note"] = fmt.Sprintf("the text is cut at %d of %d bytes to fit the answer budget", len(text), len(data))
-		}
 		head, _ := marshal(info)
+		if len(head)+len(text) > d.budget() {
+			// The text gets what the description and its note leave.
+			info["truncated"] = true
+			info["note"] = fmt.Sprintf("the text is cut at %d of %d bytes to fit the answer budget", len(data), len(data))
+			head, _ = marshal(info)
+			text = cutUTF8(text, max(d.budget()-len(head), 0))
+			info["note"] = fmt.Sprintf("the text is cut at %d of %d bytes to fit the answer budget", len(text), len(data))
+			head, _ = marshal(info)
+		}
 		return &mcp.CallToolResult{Content: []mcp.Content{
 			mcp.NewTextContent(string(head)),
 			mcp.NewTextContent(text),

@@ -2,13 +2,23 @@ package tools_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"servicenow-mcp/internal/testenv"
+	"servicenow-mcp/servicenow"
+	"servicenow-mcp/storage"
 )
 
 // check is one expectation about a tool's answer.
@@ -200,4 +210,107 @@ func TestAttachments(t *testing.T) {
 			t.Fatalf("paging: %s", allText(list))
 		}
 	})
+}
+
+// A file larger than what the download tool moves gets a clear answer
+// and no content: refused from its metadata before the download, and
+// refused when the download itself runs past the cap (metadata that
+// understates the size), never a partial file shown as whole.
+func TestDownloadSizeCap(t *testing.T) {
+	const cap, budget = 5 << 20, 16 << 10
+	var lieAbout atomic.Value // the sys_id whose metadata understates its size
+	lieAbout.Store("")
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}, Budget: budget}, func(r *http.Response) error {
+		id, _ := lieAbout.Load().(string)
+		if id == "" || r.Request.URL.Path != "/api/now/attachment/"+id {
+			return nil
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return err
+		}
+		body = regexp.MustCompile(`"size_bytes":"\d+"`).ReplaceAll(body, []byte(`"size_bytes":"100"`))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	})
+	incident := value(records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
+		"table": "incident", "filters": map[string]any{"number": "INC0010002"}, "fields": []string{"number"}})))[0]["sys_id"])
+	upload := func(name string, size int) string {
+		t.Helper()
+		resp, err := env.App.Client.Do(context.Background(), storage.AccountKey{Connection: testenv.Connection, User: "alice"}, servicenow.Request{
+			Method: http.MethodPost, Path: "/api/now/attachment/file", ContentType: "application/octet-stream",
+			Query: url.Values{"table_name": {"incident"}, "table_sys_id": {incident}, "file_name": {name}},
+			Body:  bytes.Repeat([]byte("x"), size),
+		})
+		if err != nil {
+			t.Fatalf("upload %s: %v", name, err)
+		}
+		var out struct {
+			Result struct {
+				SysID string `json:"sys_id"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal(resp.Body, &out); err != nil || out.Result.SysID == "" {
+			t.Fatalf("upload %s: %v %s", name, err, resp.Body)
+		}
+		return out.Result.SysID
+	}
+	atCap, overCap, understated := upload("at-cap.bin", cap), upload("over-cap.bin", cap+1), upload("understated.bin", cap+4096)
+	longText := upload("long.txt", 200<<10)
+	lieAbout.Store(understated)
+
+	tests := []struct {
+		name    string
+		id      string
+		wantErr bool
+		want    []string
+		// file says whether the file itself was asked for.
+		file bool
+	}{
+		{"at the cap comes whole", atCap, false, nil, true},
+		{"over the cap refused from the metadata", overCap, true, []string{"over-cap.bin", strconv.Itoa(cap + 1), strconv.Itoa(cap), "download_link"}, false},
+		{"over the cap found while downloading", understated, true, []string{"understated.bin", "larger than", strconv.Itoa(cap), "browser"}, true},
+		{"text over the answer budget is cut and says so", longText, false, []string{`"truncated":true`, "of 204800 bytes"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(sent())
+			res := env.Call(t, "alice", "servicenow_download_attachment", map[string]any{"sys_id": tt.id})
+			text := allText(res)
+			if res.IsError != tt.wantErr {
+				t.Fatalf("isError = %v, want %v: %.300s", res.IsError, tt.wantErr, text)
+			}
+			fetched := false
+			for _, r := range sent()[before:] {
+				fetched = fetched || strings.HasSuffix(r.URL.Path, "/file")
+			}
+			if fetched != tt.file {
+				t.Errorf("the file was fetched: %v, want %v", fetched, tt.file)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(text, w) {
+					t.Errorf("the answer lacks %q: %.300s", w, text)
+				}
+			}
+			if tt.id == longText {
+				if n := len(text) - len(res.Content); n > budget || n < budget-512 {
+					t.Errorf("the answer is %d bytes for a budget of %d", n, budget)
+				}
+				return
+			}
+			if !tt.wantErr {
+				er, _ := res.Content[len(res.Content)-1].(mcp.EmbeddedResource)
+				blob, _ := er.Resource.(mcp.BlobResourceContents)
+				if got, err := base64.StdEncoding.DecodeString(blob.Blob); err != nil || len(got) != cap {
+					t.Fatalf("the file did not come back whole: %d bytes (%v)", len(got), err)
+				}
+				return
+			}
+			if len(res.Content) != 1 || len(text) > 2000 {
+				t.Fatalf("a refused download carries content: %d parts, %d bytes", len(res.Content), len(text))
+			}
+		})
+	}
 }

@@ -490,8 +490,9 @@ type sentRequest struct {
 }
 
 // watchedEnv is an Env whose instance traffic passes a proxy that keeps
-// every /api/ request, to see what was sent.
-func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []sentRequest) {
+// every /api/ request, to see what was sent; rewrite, when set, may
+// change the instance's answers on their way back.
+func watchedEnv(t *testing.T, opts testenv.Options, rewrite func(*http.Response) error) (*testenv.Env, func() []sentRequest) {
 	t.Helper()
 	var mu sync.Mutex
 	var sent []sentRequest
@@ -501,6 +502,7 @@ func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []sent
 			t.Fatal(err)
 		}
 		proxy := httputil.NewSingleHostReverseProxy(target)
+		proxy.ModifyResponse = rewrite
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, "/api/") {
 				body, _ := io.ReadAll(r.Body)
@@ -527,7 +529,7 @@ func watchedEnv(t *testing.T, opts testenv.Options) (*testenv.Env, func() []sent
 // comes back as its stored value (a sys_id for a reference) and its
 // display value.
 func TestAggregateGroupValues(t *testing.T) {
-	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}})
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}}, nil)
 	groups := map[string]string{}
 	for _, r := range records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{
 		"table": "sys_user_group", "fields": []string{"name"}, "limit": 100}))) {
@@ -587,7 +589,7 @@ func TestAggregateGroupValues(t *testing.T) {
 // filters, conditions and written values. What cannot be read is refused
 // naming the argument and the accepted forms.
 func TestDateTimesSentAsServiceNowUTC(t *testing.T) {
-	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}})
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}}, nil)
 	tests := []struct {
 		name    string
 		tool    string
@@ -665,4 +667,91 @@ func TestDateTimesSentAsServiceNowUTC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// min, max, sum and avg come back right through the tool, whole and per
+// group, checked against the records themselves.
+func TestAggregateStatistics(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	filters := map[string]any{"active": "true"}
+	rs := records(t, ok(t, env.Call(t, "alice", "servicenow_query_records", map[string]any{"table": "incident", "filters": filters,
+		"fields": []string{"priority", "impact", "urgency", "assignment_group"}, "limit": 100})))
+	if len(rs) < 5 {
+		t.Fatalf("only %d active incidents; the test needs more", len(rs))
+	}
+	type agg struct{ min, max, sum, n, impact float64 }
+	whole := agg{min: 99}
+	byGroup := map[string]*agg{}
+	for _, r := range rs {
+		var p, i, u float64
+		fmt.Sscan(value(r["priority"]), &p)
+		fmt.Sscan(value(r["impact"]), &i)
+		fmt.Sscan(value(r["urgency"]), &u)
+		g := value(r["assignment_group"])
+		if byGroup[g] == nil {
+			byGroup[g] = &agg{min: 99}
+		}
+		for _, a := range []*agg{&whole, byGroup[g]} {
+			a.min, a.max, a.sum, a.n, a.impact = min(a.min, p), max(a.max, p), a.sum+u, a.n+1, a.impact+i
+		}
+	}
+	args := func(extra map[string]any) map[string]any {
+		m := map[string]any{"table": "incident", "filters": filters,
+			"min_fields": []string{"priority"}, "max_fields": []string{"priority"},
+			"sum_fields": []string{"urgency"}, "avg_fields": []string{"impact"}}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	check := func(t *testing.T, stats map[string]any, want agg) {
+		t.Helper()
+		num := func(kind, field string) float64 {
+			var x float64
+			m, _ := stats[kind].(map[string]any)
+			if _, err := fmt.Sscan(fmt.Sprint(m[field]), &x); err != nil {
+				t.Fatalf("%s of %s is %v: %v", kind, field, m[field], err)
+			}
+			return x
+		}
+		if got := num("min", "priority"); got != want.min {
+			t.Errorf("min priority %v, want %v", got, want.min)
+		}
+		if got := num("max", "priority"); got != want.max {
+			t.Errorf("max priority %v, want %v", got, want.max)
+		}
+		if got := num("sum", "urgency"); got != want.sum {
+			t.Errorf("sum of urgency %v, want %v", got, want.sum)
+		}
+		if got, avg := num("avg", "impact"), want.impact/want.n; got < avg-0.001 || got > avg+0.001 {
+			t.Errorf("avg impact %v, want %v", got, avg)
+		}
+		if stats["count"] != fmt.Sprint(want.n) {
+			t.Errorf("count %v, want %v", stats["count"], want.n)
+		}
+	}
+
+	t.Run("whole", func(t *testing.T) {
+		m := ok(t, env.Call(t, "alice", "servicenow_aggregate_records", args(nil)))
+		check(t, m["stats"].(map[string]any), whole)
+	})
+	t.Run("per group", func(t *testing.T) {
+		m := ok(t, env.Call(t, "alice", "servicenow_aggregate_records", args(map[string]any{"group_by": []string{"assignment_group"}})))
+		groups, _ := m["groups"].([]any)
+		if len(groups) != len(byGroup) || len(groups) < 2 {
+			t.Fatalf("%d groups, want %d", len(groups), len(byGroup))
+		}
+		for _, g := range groups {
+			gm := g.(map[string]any)
+			key := value(gm["group"].(map[string]any)["assignment_group"])
+			want, found := byGroup[key]
+			if !found {
+				t.Fatalf("unexpected group %q", key)
+			}
+			check(t, gm["stats"].(map[string]any), *want)
+		}
+	})
+	t.Run("unknown field named", func(t *testing.T) {
+		failsWith(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident", "sum_fields": []string{"cost"}}), "cost")
+	})
 }
