@@ -12,7 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"regexp"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -186,10 +185,6 @@ func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (sto
 	return store, keys, err
 }
 
-// sealedWithKey finds the key id in storage's ErrWrongKey message, the
-// only place it reports which key sealed a record.
-var sealedWithKey = regexp.MustCompile(`sealed with (?:unknown )?key ([0-9a-f]{8})`)
-
 // warnUnopenableAccounts logs one error when stored accounts were sealed
 // with a key that no configured key matches: without it a wrong key shows
 // only on tool calls and in auth status. It waits for the store, which
@@ -211,8 +206,8 @@ func warnUnopenableAccounts(ctx context.Context, store storage.Store, ring stora
 			continue
 		}
 		names = append(names, k.Connection+"/"+k.User)
-		if m := sealedWithKey.FindStringSubmatch(err.Error()); m != nil {
-			needed[m[1]] = true
+		if wrong := (*storage.WrongKeyError)(nil); errors.As(err, &wrong) {
+			needed[wrong.Needed] = true
 		}
 	}
 	if len(names) == 0 {

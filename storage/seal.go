@@ -131,11 +131,24 @@ func sealedKeyID(sealed []byte) (string, bool) {
 	return id, true
 }
 
-func wrongKeyError(needed, current string) error {
-	return fmt.Errorf("%w: the record was sealed with key %s but the configured key is %s "+
+// WrongKeyError is ErrWrongKey with the key ids involved (never a key).
+type WrongKeyError struct {
+	Needed  string // id of the key the record was sealed with
+	Current string // id of the configured current key
+}
+
+func (e *WrongKeyError) Error() string {
+	return fmt.Sprintf("%v: the record was sealed with key %s but the configured key is %s "+
 		"and no previous key matches; set SERVICENOW_MCP_ENCRYPTION_KEY (or the key file) "+
 		"to the key that wrote the data, or add that key under previous_encryption_keys "+
-		"to read it and re-seal it with the new key", ErrWrongKey, needed, current)
+		"to read it and re-seal it with the new key", ErrWrongKey, e.Needed, e.Current)
+}
+
+// Is makes errors.Is(err, ErrWrongKey) hold.
+func (e *WrongKeyError) Is(target error) bool { return target == ErrWrongKey }
+
+func wrongKeyError(needed, current string) error {
+	return &WrongKeyError{Needed: needed, Current: current}
 }
 
 func aad(location []byte) []byte {
