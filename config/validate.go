@@ -235,7 +235,9 @@ const (
 const MaxUserLength = 256
 
 // CheckUserName accepts a printable UTF-8 name of bounded length, and
-// says what is wrong otherwise.
+// otherwise says what is wrong with it, worded to follow the name's
+// source ("header X-…", "argument \"user\""). Every place that takes an
+// end-user name from a caller checks it here.
 func CheckUserName(user string) string {
 	switch {
 	case user == "":

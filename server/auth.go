@@ -111,7 +111,7 @@ func (a *authenticator) authenticate(r *http.Request) (principal, int, string) {
 				a.server.UserHeader)
 		}
 		user = strings.TrimSpace(named[0])
-		if problem := tools.CheckUserName(user); problem != "" {
+		if problem := config.CheckUserName(user); problem != "" {
 			return principal{}, http.StatusBadRequest, fmt.Sprintf("header %s %s", a.server.UserHeader, problem)
 		}
 	}

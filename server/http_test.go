@@ -25,7 +25,6 @@ import (
 
 	"servicenow-mcp/config"
 	"servicenow-mcp/storage"
-	"servicenow-mcp/tools"
 )
 
 func TestCheckExposure(t *testing.T) {
@@ -97,7 +96,7 @@ func TestAuthentication(t *testing.T) {
 		{"bound key", headersFor(aliceKey, ""), 0, "", nil},
 		{"gateway without user header", headersFor(gatewayKey, ""), http.StatusBadRequest, "", nil},
 		{"gateway with blank user header", map[string]string{"Authorization": "Bearer " + gatewayKey, userHeader: " "}, http.StatusBadRequest, "", nil},
-		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", tools.MaxUserLength+1)), http.StatusBadRequest, "", nil},
+		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", config.MaxUserLength+1)), http.StatusBadRequest, "", nil},
 		{"gateway names bob", headersFor(gatewayKey, "bob"), 0, "", nil},
 		{"lower-case scheme", map[string]string{"Authorization": "bearer " + aliceKey}, 0, "", nil},
 		// A proxy that appends the user header instead of replacing it
@@ -202,7 +201,7 @@ func TestToolArgumentCannotNameUser(t *testing.T) {
 
 			// The argument is held to the same rules as the user header.
 			for _, bad := range []struct{ user, want string }{
-				{strings.Repeat("u", tools.MaxUserLength+1), "longer than"},
+				{strings.Repeat("u", config.MaxUserLength+1), "longer than"},
 				{"carol\nadmin", "control or invisible"},
 				{"x\x00y", "control or invisible"},
 				{"admin\u202e", "control or invisible"},

@@ -9,9 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
+	"servicenow-mcp/config"
 	"servicenow-mcp/storage"
 )
 
@@ -473,7 +472,7 @@ func (c *Call) resolveIdentity(ctx context.Context, d *Deps, def Def) error {
 		if !d.UserArgument || !caller.MayNameUser {
 			return errors.New("argument \"user\" is not allowed for this caller: the end user comes from the caller's credentials")
 		}
-		if problem := CheckUserName(named); problem != "" {
+		if problem := config.CheckUserName(named); problem != "" {
 			return fmt.Errorf("argument \"user\" %s", problem)
 		}
 		user = named
@@ -491,27 +490,4 @@ func (c *Call) resolveIdentity(ctx context.Context, d *Deps, def Def) error {
 	}
 	c.Key = storage.AccountKey{Connection: conn.Name, User: user}
 	return nil
-}
-
-// MaxUserLength bounds an end-user name that a caller supplies.
-const MaxUserLength = 256
-
-// CheckUserName accepts a printable UTF-8 name of bounded length, and
-// otherwise says what is wrong with it, to follow the name's source
-// ("header X-…", "argument \"user\"").
-func CheckUserName(user string) string {
-	switch {
-	case user == "":
-		return "is empty; name the end user"
-	case len(user) > MaxUserLength:
-		return fmt.Sprintf("is longer than %d bytes; use a shorter stable id for the end user", MaxUserLength)
-	case !utf8.ValidString(user):
-		return "is not valid UTF-8"
-	}
-	for _, r := range user {
-		if !unicode.IsPrint(r) {
-			return fmt.Sprintf("holds a control or invisible character (%U); send the plain user id", r)
-		}
-	}
-	return ""
 }
