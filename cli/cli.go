@@ -99,7 +99,7 @@ type common struct {
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.configPath, "config", "", "config file (default $SERVICENOW_MCP_CONFIG, else ~/.config/servicenow-mcp/config.yaml when present)")
-	fs.StringVar(&c.user, "user", "", "end user to act for (default: config user, $SERVICENOW_MCP_USER, else $USER)")
+	fs.StringVar(&c.user, "user", "", "end user to act for (default: $SERVICENOW_MCP_USER, else the config file's user, else $USER)")
 	fs.StringVar(&c.logLevel, "log-level", "", "debug, info, warn or error (default: config, else info)")
 }
 
