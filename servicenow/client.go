@@ -13,9 +13,11 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"servicenow-mcp/config"
@@ -120,7 +122,10 @@ func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // Do sends req as the account's user. A 401 forces one refresh and one
 // retry; a 429 waits only while Retry-After fits the call's deadline; a
-// 5xx is retried with back-off only for idempotent methods.
+// 5xx is retried with back-off only for idempotent methods. A request
+// that failed in transit is resent only when it is a read or never
+// reached the instance: a write that may have arrived fails with an
+// *OutcomeUnknownError instead, since sending it again could repeat it.
 func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*Response, error) {
 	base, ok := c.bases[key.Connection]
 	if !ok {
@@ -146,14 +151,20 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 	idempotent := method != http.MethodPost && method != http.MethodPatch
 	refreshed := false
 	for attempt := 0; ; attempt++ {
-		resp, err := c.attempt(ctx, base, method, token, req)
+		resp, reached, err := c.attempt(ctx, base, method, token, req)
 		if err != nil {
-			if ctx.Err() == nil && idempotent && attempt < 2 && isTransient(err) {
+			write := method != http.MethodGet
+			resend := !write || !reached
+			if ctx.Err() == nil && resend && attempt < 2 && isTransient(err) {
 				if c.backoff(ctx, attempt) == nil {
 					continue
 				}
 			}
-			return nil, classifyTransportError(ctx, err)
+			err = classifyTransportError(ctx, err)
+			if write && reached {
+				return nil, outcomeUnknown(method, err)
+			}
+			return nil, err
 		}
 
 		switch {
@@ -182,6 +193,10 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 				}
 			}
 			return nil, limited
+		case resp.Status == http.StatusGatewayTimeout && !resp.IsJSON() && method != http.MethodGet:
+			// A proxy gave up waiting for the instance, which may still
+			// be making the change.
+			return nil, &OutcomeUnknownError{Method: method, Reason: "a gateway in front of the instance answered HTTP 504: it gave up waiting for the instance's answer"}
 		case resp.Status >= 500:
 			if !resp.IsJSON() {
 				if idempotent && attempt < 2 && c.backoff(ctx, attempt) == nil {
@@ -223,22 +238,30 @@ type NeedsLinkError struct{ Reason string }
 func (e *NeedsLinkError) Error() string { return e.Reason }
 
 // attempt sends once, bounded by the per-request budget as well as by
-// the call's own deadline.
-func (c *Client) attempt(ctx context.Context, base *url.URL, method, token string, req Request) (*Response, error) {
+// the call's own deadline. reached reports whether a connection to the
+// instance was open, so that the request may have arrived there even
+// when no answer came back.
+func (c *Client) attempt(ctx context.Context, base *url.URL, method, token string, req Request) (resp *Response, reached bool, err error) {
+	var connected atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+	})
 	if c.budget <= 0 {
-		return c.send(ctx, base, method, token, req)
+		resp, err = c.send(ctx, base, method, token, req)
+		return resp, connected.Load(), err
 	}
 	actx, cancel := context.WithTimeout(ctx, c.budget)
 	defer cancel()
-	resp, err := c.send(actx, base, method, token, req)
+	resp, err = c.send(actx, base, method, token, req)
 	if err != nil && ctx.Err() == nil && actx.Err() != nil {
-		return nil, &attemptTimeout{}
+		return nil, connected.Load(), &attemptTimeout{}
 	}
-	return resp, err
+	return resp, connected.Load(), err
 }
 
 // attemptTimeout is one attempt cut off by the per-request budget while
-// the call itself still had time: transient, so worth another try.
+// the call itself still had time: transient, so worth another try when
+// sending again cannot repeat a change.
 type attemptTimeout struct{}
 
 func (e *attemptTimeout) Error() string {

@@ -325,3 +325,112 @@ func TestReadLimited(t *testing.T) {
 		})
 	}
 }
+
+// A write that may have reached the instance but got no whole answer is
+// sent once and reported as having an unknown outcome; a read in the same
+// trouble is retried, and a failure before anything was sent is plain.
+func TestDoWriteWithoutAnswerHasUnknownOutcome(t *testing.T) {
+	slow := func(w http.ResponseWriter, r *http.Request) {
+		// With the body read, the server notices the client hanging up.
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	cut := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"result":{"sys_id":`))
+	}
+	gatewayTimeout := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusGatewayTimeout)
+	}
+	tests := []struct {
+		name      string
+		method    string
+		handler   http.HandlerFunc
+		callLimit time.Duration // the caller's own deadline
+		cancel    time.Duration // the caller cancels after this long
+		unknown   bool
+		wantCalls int32
+		reason    string
+	}{
+		{"POST past the request bound", "POST", slow, 5 * time.Second, 0, true, 1, "per-request time limit"},
+		{"PUT past the request bound", "PUT", slow, 5 * time.Second, 0, true, 1, "per-request time limit"},
+		{"PATCH past the request bound", "PATCH", slow, 5 * time.Second, 0, true, 1, "per-request time limit"},
+		{"DELETE past the request bound", "DELETE", slow, 5 * time.Second, 0, true, 1, "per-request time limit"},
+		{"GET past the request bound is retried", "GET", slow, 5 * time.Second, 0, false, 3, "per-request time limit"},
+		{"POST past the call's deadline", "POST", slow, 150 * time.Millisecond, 0, true, 1, "call's time limit"},
+		{"POST cancelled by the caller", "POST", slow, 5 * time.Second, 100 * time.Millisecond, true, 1, "cancelled"},
+		{"POST answer cut short", "POST", cut, 5 * time.Second, 0, true, 1, "HTTP 201"},
+		{"GET answer cut short", "GET", cut, 5 * time.Second, 0, false, 1, "cut short"},
+		{"POST answered 504 by a gateway", "POST", gatewayTimeout, 5 * time.Second, 0, true, 1, "504"},
+		{"GET answered 504 by a gateway is retried", "GET", gatewayTimeout, 5 * time.Second, 0, false, 3, "504"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var calls atomic.Int32
+			c := newBoundedClient(t, 300*time.Millisecond, func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				tt.handler(w, r)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), tt.callLimit)
+			defer cancel()
+			if tt.cancel > 0 {
+				time.AfterFunc(tt.cancel, cancel)
+			}
+			_, err := c.Do(ctx, key, Request{Method: tt.method, Path: "/api/now/table/incident", Body: []byte(`{}`)})
+
+			var unknown *OutcomeUnknownError
+			if got := errors.As(err, &unknown); got != tt.unknown {
+				t.Fatalf("Do error = %T %v; outcome unknown %v, want %v", err, err, got, tt.unknown)
+			}
+			if unknown != nil && unknown.Method != tt.method {
+				t.Errorf("the error names %s, want %s", unknown.Method, tt.method)
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.reason) {
+				t.Errorf("Do error %v does not say %q", err, tt.reason)
+			}
+			if got := calls.Load(); got != tt.wantCalls {
+				t.Errorf("instance saw %d requests, want %d", got, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// A write that never reached the instance (nothing listens) did not
+// happen: its failure is a plain one.
+func TestDoWriteRefusedConnectionIsNotUnknown(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	addr := srv.URL
+	srv.Close()
+	c, err := NewClient(&fakeTokens{}, []config.Connection{{Name: "x", InstanceURL: addr}}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
+	for _, method := range []string{"POST", "DELETE"} {
+		_, err := c.Do(context.Background(), key, Request{Method: method, Path: "/api/now/table/incident", Body: []byte(`{}`)})
+		var unknown *OutcomeUnknownError
+		var ue *UnavailableError
+		if errors.As(err, &unknown) || !errors.As(err, &ue) {
+			t.Errorf("%s to a closed port: %T %v, want a plain UnavailableError", method, err, err)
+		}
+	}
+}
+
+func newBoundedClient(t *testing.T, budget time.Duration, h http.HandlerFunc) *Client {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c, err := NewClient(&fakeTokens{}, []config.Connection{{Name: "x", InstanceURL: srv.URL}}, budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
+	return c
+}

@@ -67,6 +67,43 @@ func (e *UnavailableError) Error() string {
 	return "the ServiceNow instance is unavailable: " + e.Reason
 }
 
+// OutcomeUnknownError is a write (POST, PUT, PATCH or DELETE) that may
+// have reached the instance but got no whole answer: cut off by a time
+// limit, a cancellation or a broken connection, or its answer cut short.
+// The change may or may not have been made, so it must be checked for
+// before the write is repeated. Err, when set, is what cut the call off.
+type OutcomeUnknownError struct {
+	Method string
+	Reason string
+	Err    error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("the outcome of the %s is unknown: it was sent to the instance, but %s", e.Method, e.Reason)
+}
+
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// outcomeUnknown describes the transport failure err of a write that
+// may have reached the instance.
+func outcomeUnknown(method string, err error) *OutcomeUnknownError {
+	e := &OutcomeUnknownError{Method: method, Err: err}
+	var ue *UnavailableError
+	switch {
+	case errors.Is(err, context.Canceled):
+		e.Reason = "the call was cancelled before the answer arrived"
+	case errors.As(err, &ue):
+		e.Reason = ue.Reason
+		if ue.Status != 0 {
+			// A 2xx cut short most likely means the change was made.
+			e.Reason += fmt.Sprintf(" (the answer had begun with HTTP %d)", ue.Status)
+		}
+	default:
+		e.Reason = plainNetError(err)
+	}
+	return e
+}
+
 // RateLimitedError is a 429 whose Retry-After did not fit the call's time.
 type RateLimitedError struct {
 	RetryAfter time.Duration

@@ -63,6 +63,7 @@ type authorizationRequired struct {
 func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResult {
 	var (
 		needsLink *servicenow.NeedsLinkError
+		unknown   *servicenow.OutcomeUnknownError
 		input     *servicenow.InputError
 		api       *servicenow.APIError
 		unavail   *servicenow.UnavailableError
@@ -80,6 +81,8 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 			reason = a.LastError
 		}
 		return linkResult(ctx, d, c, reason)
+	case errors.As(err, &unknown):
+		return outcomeUnknown(ctx, c, unknown)
 	case errors.As(err, &input):
 		c.outcome = "bad_arguments"
 		return errorResult("%s", input.Msg)
@@ -157,6 +160,24 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	c.outcome = "internal_error"
 	d.Log.Error().Str("tool", c.Tool).Str("error", err.Error()).Msg("tool failed")
 	return errorResult("internal error; the server log has details")
+}
+
+// outcomeUnknown answers a write that may have reached ServiceNow
+// without a whole answer coming back. Saying "retry" here would have a
+// model repeat a change that may already be made.
+func outcomeUnknown(ctx context.Context, c *Call, e *servicenow.OutcomeUnknownError) *mcp.CallToolResult {
+	c.outcome = "outcome_unknown"
+	why := e.Reason
+	if errors.Is(context.Cause(ctx), ErrShuttingDown) {
+		c.outcome = "shutting_down"
+		why = "the server is shutting down and stopped the call before ServiceNow answered"
+	}
+	return jsonError(map[string]any{
+		"outcome": "unknown",
+		"error":   fmt.Sprintf("the outcome of this %s is unknown: it was sent to ServiceNow, but %s", e.Method, why),
+		"hint": "The change may or may not have been made. Check first, for example by querying for the record this call " +
+			"was to create or change, and repeat the call only if the change is not there.",
+	})
 }
 
 func linkResult(ctx context.Context, d *Deps, c *Call, reason string) *mcp.CallToolResult {
