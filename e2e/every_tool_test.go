@@ -27,7 +27,7 @@ func TestEveryToolOverStdio(t *testing.T) {
 	cfg := newServerConfig(t)
 	sb := startSandbox(t, cfg.redirectURI())
 	cfg.write(t, sb.URL)
-	s := startClient(t, "stdio", "--", productBinary(t), "serve", "--config", cfg.Path, "--toolsets", "all")
+	s := startSession(t, cfg, "--toolsets", "all")
 	cfg.waitHealthy(t)
 
 	w := &everyTool{

@@ -42,6 +42,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == guardCommand {
+		// Not os.Exit: under -race it would first sleep a second for late
+		// race reports, which the guard has none to give, and a client
+		// closing the server would wait for it.
+		syscall.Exit(runStdoutGuard(os.Args[2:]))
+	}
 	dir, err := os.MkdirTemp("", "servicenow-mcp-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -196,10 +202,11 @@ type sandboxProc struct {
 }
 
 type sandboxStats struct {
-	TokenRequests  map[string]map[string]int64 `json:"token_requests"`
-	APIRequests    int64                       `json:"api_requests"`
-	APIByUser      map[string]int64            `json:"api_by_user"`
-	Authorizations map[string]int64            `json:"authorizations"`
+	TokenRequests   map[string]map[string]int64 `json:"token_requests"`
+	APIRequests     int64                       `json:"api_requests"`
+	APIByUser       map[string]int64            `json:"api_by_user"`
+	RefreshesByUser map[string]int64            `json:"refreshes_by_user"`
+	Authorizations  map[string]int64            `json:"authorizations"`
 }
 
 type sandboxUser struct {
@@ -453,10 +460,10 @@ func (c callResult) text() string {
 }
 
 // startSession starts the SDK client, which spawns "servicenow-mcp serve"
-// over stdio and connects.
-func startSession(t *testing.T, cfg serverConfig) *session {
+// over stdio, under the stdout guard, and connects.
+func startSession(t *testing.T, cfg serverConfig, extra ...string) *session {
 	t.Helper()
-	return startClient(t, "stdio", "--", productBinary(t), "serve", "--config", cfg.Path)
+	return startClient(t, append([]string{"stdio", "--"}, guardedServe(t, cfg, extra...)...)...)
 }
 
 // startClient starts client.mjs with args (options, transport, target)
@@ -530,6 +537,13 @@ func (s *session) next() stepResult {
 // step sends one step and returns its result line.
 func (s *session) step(step map[string]any) stepResult {
 	s.t.Helper()
+	s.send(step)
+	return s.next()
+}
+
+// send sends one step without waiting for its result; next reads it.
+func (s *session) send(step map[string]any) {
+	s.t.Helper()
 	b, err := json.Marshal(step)
 	if err != nil {
 		s.t.Fatal(err)
@@ -537,7 +551,6 @@ func (s *session) step(step map[string]any) stepResult {
 	if _, err := s.stdin.Write(append(b, '\n')); err != nil {
 		s.t.Fatalf("write step: %v", err)
 	}
-	return s.next()
 }
 
 // call runs a tool and returns its result; a protocol error fails the test.
@@ -586,14 +599,14 @@ func (s *session) close() {
 
 // ---------- the MCP Inspector CLI ----------
 
-// inspector runs the MCP Inspector CLI (v2) once against a stdio server and
-// returns its stdout and exit status.
+// inspector runs the MCP Inspector CLI (v2) once against a stdio server,
+// under the stdout guard, and returns its stdout and exit status.
 func inspector(t *testing.T, cfg serverConfig, args ...string) (stdout string, code int) {
 	t.Helper()
 	launcher := filepath.Join(e2eDir(t), "node_modules", "@modelcontextprotocol", "inspector",
 		"clients", "launcher", "build", "index.js")
 	full := append([]string{launcher, "--cli", "--format", "json", "-e", secretEnv + "=" + sandboxSecret}, args...)
-	full = append(full, "--", productBinary(t), "serve", "--config", cfg.Path)
+	full = append(append(full, "--"), guardedServe(t, cfg)...)
 	cmd := exec.Command("node", full...)
 	cmd.Dir = t.TempDir()
 	// The inspector keeps files under $HOME and would try a keychain.
