@@ -347,7 +347,13 @@ func serve(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error().Err(err).Msg("close the store")
+			return
+		}
+		log.Info().Msg("store closed")
+	}()
 	checkCtx, stopCheck := context.WithCancel(ctx)
 	checked := make(chan struct{})
 	go func() {
