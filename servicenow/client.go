@@ -138,6 +138,12 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 	if !allowedMethods[method] {
 		return nil, &InputError{Msg: fmt.Sprintf("method %q is not allowed: use GET, POST, PUT, PATCH or DELETE", req.Method)}
 	}
+	if err := checkHeaders(req.Headers); err != nil {
+		return nil, err
+	}
+	if err := checkURLLength(base, req); err != nil {
+		return nil, err
+	}
 	if _, has := ctx.Deadline(); !has && c.budget > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.budget)
@@ -210,7 +216,7 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 			return nil, apiError(resp)
 		case resp.Status >= 400:
 			if !resp.IsJSON() {
-				return nil, unavailable(resp)
+				return nil, refused(resp)
 			}
 			return nil, apiError(resp)
 		case resp.Status >= 300:
@@ -375,6 +381,78 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// MaxURLLength is the longest request URL the client sends. Instances
+// and the proxies in front of them refuse far shorter URLs than Go
+// builds (commonly 8 to 16 KiB, with HTTP 414 or 431), and a URL of
+// megabytes costs memory several times its size on the way out.
+const MaxURLLength = 16 << 10
+
+// URLTooLongError is a request refused before it was sent because its
+// URL would be longer than MaxURLLength.
+type URLTooLongError struct {
+	// Length is the URL's length in bytes, or a lower bound of it when
+	// that alone is past the limit.
+	Length int
+	// Param is the query parameter that takes up most of it.
+	Param string
+}
+
+func (e *URLTooLongError) Error() string {
+	return fmt.Sprintf("the request was not sent: its URL would be at least %d bytes, past the limit of %d KiB, mostly for query parameter %s",
+		e.Length, MaxURLLength>>10, e.Param)
+}
+
+// checkURLLength refuses a request whose URL would be past MaxURLLength.
+// The raw lengths are summed first, so a huge value is refused without
+// being escaped.
+func checkURLLength(base *url.URL, req Request) error {
+	fixed := len(base.String()) + len(req.Path) + 1
+	raw, longest, longestLen := fixed, "", -1
+	for k, vs := range req.Query {
+		for _, v := range vs {
+			raw += len(k) + len(v) + 2
+			if len(v) > longestLen {
+				longest, longestLen = k, len(v)
+			}
+		}
+	}
+	if raw > MaxURLLength {
+		return &URLTooLongError{Length: raw, Param: longest}
+	}
+	if n := fixed + len(req.Query.Encode()); n > MaxURLLength {
+		return &URLTooLongError{Length: n, Param: longest}
+	}
+	return nil
+}
+
+func checkHeaders(h http.Header) error {
+	for name, values := range h {
+		if err := CheckHeader(name, values...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckHeader refuses a caller header whose name or value holds a
+// control character: Go would refuse to send it, and a CR or LF in it
+// is an attempt to add headers of the caller's own. The error is an
+// *InputError naming the header.
+func CheckHeader(name string, values ...string) error {
+	if strings.ContainsFunc(name, isControl) {
+		return &InputError{Msg: fmt.Sprintf("header name %q holds a control character; send the plain name", name)}
+	}
+	for _, v := range values {
+		if strings.ContainsFunc(v, isControl) {
+			return &InputError{Msg: fmt.Sprintf("the value of header %s holds a control character (such as a line break); send it on one line", name)}
+		}
+	}
+	return nil
+}
+
+// isControl reports an ASCII control character other than tab.
+func isControl(r rune) bool { return (r < 0x20 && r != '\t') || r == 0x7f }
 
 var allowedMethods = map[string]bool{
 	http.MethodGet: true, http.MethodPost: true, http.MethodPut: true,

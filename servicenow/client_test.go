@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -143,6 +144,28 @@ func TestDoClassifiesAnswers(t *testing.T) {
 		{"redirect not followed", "GET", func(_ int32, w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "https://signon.example.com/login", http.StatusFound)
 		}, &UnavailableError{}, 1, 0},
+		{"431 html from a proxy is a refused request", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(431)
+			_, _ = w.Write([]byte(`<html><body>Request Header Fields Too Large</body></html>`))
+		}, &RefusedError{}, 1, 0},
+		{"414 untyped from a proxy is a refused request", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(414)
+		}, &RefusedError{}, 1, 0},
+		{"400 html from a proxy is a refused request", "POST", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(400)
+			_, _ = w.Write([]byte(`<html><body>Bad Request</body></html>`))
+		}, &RefusedError{}, 1, 0},
+		{"408 html is the instance being unavailable", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(408)
+		}, &UnavailableError{}, 1, 0},
+		{"404 hibernation page is the instance being unavailable", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(404)
+			_, _ = w.Write([]byte(`<html><title>Instance Hibernating page</title></html>`))
+		}, &UnavailableError{}, 1, 0},
 	}
 	// Asking for a compact body must not change how an answer is judged.
 	for _, tt := range tests {
@@ -216,6 +239,9 @@ func sameType(err error, want any) bool {
 		return errors.As(err, &e)
 	case *RateLimitedError:
 		var e *RateLimitedError
+		return errors.As(err, &e)
+	case *RefusedError:
+		var e *RefusedError
 		return errors.As(err, &e)
 	}
 	return false
@@ -433,4 +459,58 @@ func newBoundedClient(t *testing.T, budget time.Duration, h http.HandlerFunc) *C
 	}
 	c.sleep = func(ctx context.Context, d time.Duration) error { return ctx.Err() }
 	return c
+}
+
+// Requests that cannot be sent as asked are refused before anything
+// reaches the instance, as the caller's problem, never as the instance
+// being unavailable.
+func TestDoRefusesBeforeSending(t *testing.T) {
+	long := strings.Repeat("x", MaxURLLength)
+	tests := []struct {
+		name    string
+		query   url.Values
+		headers http.Header
+		wantErr any
+		want    string
+	}{
+		{"line break in a header value", nil, http.Header{"Accept-Language": {"fr\r\nX-Injected: 1"}},
+			&InputError{}, "Accept-Language"},
+		{"control character in a header name", nil, http.Header{"Accept-Language\n": {"fr"}},
+			&InputError{}, "control character"},
+		{"URL past the limit", url.Values{"sysparm_query": {long}, "sysparm_limit": {"1"}}, nil,
+			&URLTooLongError{}, "sysparm_query"},
+		{"URL past the limit once escaped", url.Values{"sysparm_query": {strings.Repeat("^", MaxURLLength/2)}}, nil,
+			&URLTooLongError{}, "sysparm_query"},
+		{"URL within the limit", url.Values{"sysparm_query": {long[:MaxURLLength/2]}}, http.Header{"Accept-Language": {"fr"}},
+			nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int32
+			c, _ := newTestClient(t, func(w http.ResponseWriter, _ *http.Request) {
+				calls.Add(1)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"result":[]}`))
+			})
+			_, err := c.Do(context.Background(), key, Request{Method: "GET", Path: "/api/now/table/incident", Query: tt.query, Headers: tt.headers})
+			if tt.wantErr == nil {
+				if err != nil || calls.Load() != 1 {
+					t.Fatalf("Do = %v after %d requests, want one answered request", err, calls.Load())
+				}
+				return
+			}
+			var input *InputError
+			var long *URLTooLongError
+			matched := errors.As(err, &input)
+			if _, wantLong := tt.wantErr.(*URLTooLongError); wantLong {
+				matched = errors.As(err, &long)
+			}
+			if !matched || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Do error = %T %v, want %T naming %q", err, err, tt.wantErr, tt.want)
+			}
+			if n := calls.Load(); n != 0 {
+				t.Errorf("%d requests reached the instance, want none", n)
+			}
+		})
+	}
 }

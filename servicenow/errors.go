@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -104,6 +105,39 @@ func outcomeUnknown(method string, err error) *OutcomeUnknownError {
 	return e
 }
 
+// RefusedError is a 4xx answer without ServiceNow's JSON envelope: the
+// instance's web tier or a proxy in front of it refused the request
+// itself (414 URL too long, 431 headers too large, 413 body too large,
+// 400 malformed, 403 from a firewall). Sending it again as it is fails
+// the same way.
+type RefusedError struct {
+	Status int
+	// Kind says what came instead of JSON ("an HTML page").
+	Kind string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the request was refused with HTTP %d (%s) and %s instead of ServiceNow's JSON: the instance's web server or a proxy in front of it did not accept it",
+		e.Status, http.StatusText(e.Status), e.Kind)
+}
+
+// Hint says what the model can change about a refused request.
+func (e *RefusedError) Hint() string {
+	switch e.Status {
+	case http.StatusRequestURITooLong:
+		return "The request's URL is too long: give shorter filters or text, or fewer fields."
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return "The request's headers are too large: leave out or shorten the extra headers."
+	case http.StatusRequestEntityTooLarge:
+		return "The request's body is too large: send less in one call."
+	case http.StatusNotFound:
+		return "The path does not exist on this instance; check it (for example /api/now/table/incident)."
+	case http.StatusForbidden:
+		return "Something in front of ServiceNow blocked the request; change what it may object to, or ask the instance's admin."
+	}
+	return "Repeating the same request will fail the same way; change the request."
+}
+
 // RateLimitedError is a 429 whose Retry-After did not fit the call's time.
 type RateLimitedError struct {
 	RetryAfter time.Duration
@@ -172,6 +206,16 @@ func unavailable(r *Response) *UnavailableError {
 		e.Reason = fmt.Sprintf("it answered HTTP %d with %s instead of JSON", r.Status, kind(r))
 	}
 	return e
+}
+
+// refused classifies a 4xx answer that is not JSON. The instance's own
+// pages (hibernating, a 408 while it is overloaded) are still its being
+// unavailable; anything else refused the request itself.
+func refused(r *Response) error {
+	if e := unavailable(r); e.Hibernating || r.Status == http.StatusRequestTimeout {
+		return e
+	}
+	return &RefusedError{Status: r.Status, Kind: kind(r)}
 }
 
 func kind(r *Response) string {

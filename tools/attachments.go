@@ -499,11 +499,12 @@ func referenceFailure(ctx context.Context, d *Deps, c *Call, arg string, err err
 		unavail   *servicenow.UnavailableError
 		limited   *servicenow.RateLimitedError
 		input     *servicenow.InputError
+		refused   *servicenow.RefusedError
 		tokenDown *oauth.UnavailableError
 		client    *oauth.ClientRejectedError
 	)
 	if errors.Is(err, oauth.ErrNeedsAuthorization) || errors.As(err, &needsLink) || errors.As(err, &api) ||
-		errors.As(err, &unavail) || errors.As(err, &limited) || errors.As(err, &input) ||
+		errors.As(err, &unavail) || errors.As(err, &limited) || errors.As(err, &input) || errors.As(err, &refused) ||
 		errors.As(err, &tokenDown) || errors.As(err, &client) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return failure(ctx, d, c, err)

@@ -355,7 +355,12 @@ func listFilter(s string) any {
 }
 
 // textQuery builds "every word is in one of these fields" as an encoded query.
+// A text that alone is longer than a URL may be is refused before the
+// query, which repeats each word once per field, is built.
 func textQuery(text string, fields ...string) (string, error) {
+	if len(text) > servicenow.MaxURLLength {
+		return "", &servicenow.URLTooLongError{Length: len(text), Param: "sysparm_query"}
+	}
 	var q servicenow.Query
 	for _, word := range strings.Fields(text) {
 		var group []servicenow.Condition

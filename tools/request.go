@@ -57,6 +57,10 @@ func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {
 	}
 	headers := http.Header{}
 	for k, v := range c.Args.Object("headers") {
+		if err := servicenow.CheckHeader(k, fmt.Sprint(v)); err != nil {
+			c.outcome = "bad_arguments"
+			return errorResult("argument \"headers\": %s", err)
+		}
 		canon := http.CanonicalHeaderKey(k)
 		if !allowedHeader(canon) {
 			return errorResult("header %q is not passed on; allowed headers are %s (authentication is added by the server)",

@@ -64,6 +64,8 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	var (
 		needsLink *servicenow.NeedsLinkError
 		unknown   *servicenow.OutcomeUnknownError
+		tooLong   *servicenow.URLTooLongError
+		refused   *servicenow.RefusedError
 		input     *servicenow.InputError
 		api       *servicenow.APIError
 		unavail   *servicenow.UnavailableError
@@ -86,6 +88,17 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	case errors.As(err, &input):
 		c.outcome = "bad_arguments"
 		return errorResult("%s", input.Msg)
+	case errors.As(err, &tooLong):
+		c.outcome = "bad_arguments"
+		msg := fmt.Sprintf("the request was not sent: its URL would be at least %d bytes, past this server's limit of %d KiB "+
+			"(instances and the proxies in front of them refuse longer ones)", tooLong.Length, servicenow.MaxURLLength>>10)
+		if name, size := largestArgument(c.Args); name != "" {
+			msg += fmt.Sprintf("; shorten argument %q (%d bytes)", name, size)
+		}
+		return errorResult("%s", msg)
+	case errors.As(err, &refused):
+		c.outcome = "request_refused"
+		return jsonError(map[string]any{"status": refused.Status, "error": refused.Error(), "hint": refused.Hint()})
 	case errors.As(err, &api):
 		c.outcome = "servicenow_error"
 		out := map[string]any{"status": api.Status, "error": api.Message}
@@ -160,6 +173,24 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	c.outcome = "internal_error"
 	d.Log.Error().Str("tool", c.Tool).Str("error", err.Error()).Msg("tool failed")
 	return errorResult("internal error; the server log has details")
+}
+
+// largestArgument names the argument that takes the most bytes, the one
+// to shorten when a request grows too large.
+func largestArgument(args Args) (string, int) {
+	name, size := "", 0
+	for k, v := range args {
+		n := 0
+		if s, ok := v.(string); ok {
+			n = len(s)
+		} else if b, err := marshal(v); err == nil {
+			n = len(b)
+		}
+		if n > size || (n == size && k < name) {
+			name, size = k, n
+		}
+	}
+	return name, size
 }
 
 // outcomeUnknown answers a write that may have reached ServiceNow

@@ -1,7 +1,10 @@
 package tools_test
 
 import (
+	"io"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,6 +93,74 @@ func TestWriteWithoutAnswerHasUnknownOutcome(t *testing.T) {
 			}
 			if !strings.Contains(text, "may or may not have been made") || !strings.Contains(text, "Check first") {
 				t.Errorf("the answer does not say to check before repeating: %s", text)
+			}
+		})
+	}
+}
+
+// A request that cannot work as asked is the caller's to change: refused
+// before it is sent when that can be known (a header with a line break, a
+// URL past the limit), and a proxy's refusal without ServiceNow's JSON is
+// shown with its status. None is "unavailable, retry later".
+func TestRequestProblemsAreNotUnavailable(t *testing.T) {
+	var proxyRefuses atomic.Int32 // the status a proxy answers with, 0 for none
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}}, func(r *http.Response) error {
+		if status := int(proxyRefuses.Load()); status != 0 {
+			r.Body.Close()
+			r.StatusCode = status
+			r.Header = http.Header{"Content-Type": {"text/html"}}
+			r.Body = io.NopCloser(strings.NewReader("<html><body>" + http.StatusText(status) + "</body></html>"))
+			r.ContentLength = -1
+		}
+		return nil
+	})
+	huge := strings.Repeat("printer ", 2<<20) // 16 MiB of words
+	tests := []struct {
+		name  string
+		proxy int
+		tool  string
+		args  map[string]any
+		sends int
+		want  []string
+	}{
+		{"line break in a header value", 0, "servicenow_request",
+			map[string]any{"method": "GET", "path": "/api/now/table/incident", "headers": map[string]any{"Accept-Language": "fr\r\nX-Injected: 1"}},
+			0, []string{`argument "headers"`, "Accept-Language", "control character"}},
+		{"text too long for a URL", 0, "servicenow_list_incidents",
+			map[string]any{"text": huge},
+			0, []string{"16 KiB", `shorten argument "text"`}},
+		{"query too long for a URL", 0, "servicenow_request",
+			map[string]any{"method": "GET", "path": "/api/now/table/incident", "query": map[string]any{"sysparm_query": huge[:40<<10]}},
+			0, []string{"16 KiB", `shorten argument "query"`}},
+		{"a proxy answers 431 with a page", 431, "servicenow_list_incidents",
+			map[string]any{"text": "printer"},
+			1, []string{"431", "Request Header Fields Too Large", "headers are too large"}},
+		{"a proxy answers 414 with a page", 414, "servicenow_request",
+			map[string]any{"method": "GET", "path": "/api/now/table/incident"},
+			1, []string{"414", "URL is too long"}},
+		{"a proxy answers 400 with a page", 400, "servicenow_request",
+			map[string]any{"method": "POST", "path": "/api/now/table/incident", "body": map[string]any{"short_description": "x"}},
+			1, []string{"400", "Bad Request"}},
+	}
+	// Warm the metadata caches, so that each call below sends at most
+	// the one request it is about.
+	ok(t, env.Call(t, "alice", "servicenow_list_incidents", map[string]any{"text": "printer"}))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proxyRefuses.Store(int32(tt.proxy))
+			defer proxyRefuses.Store(0)
+			before := len(sent())
+
+			res := env.Call(t, "alice", tt.tool, tt.args)
+			failsWith(t, res, tt.want...)
+			text := testenv.Text(res)
+			for _, bad := range []string{"unavailable", "retry later", "network error"} {
+				if strings.Contains(text, bad) {
+					t.Errorf("the answer says %q: %s", bad, text)
+				}
+			}
+			if n := len(sent()) - before; n != tt.sends {
+				t.Errorf("%d requests reached the instance, want %d", n, tt.sends)
 			}
 		})
 	}
