@@ -232,6 +232,10 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 		if req.Accept != "" && isInstancePage(resp) {
 			return nil, unavailable(resp)
 		}
+		if req.Accept == "" && resp.IsJSON() && isErrorEnvelope(resp.Body) {
+			// ServiceNow sometimes reports a failure with a success status.
+			return nil, apiError(resp)
+		}
 		return resp, nil
 	}
 }

@@ -144,6 +144,14 @@ func TestDoClassifiesAnswers(t *testing.T) {
 		{"redirect not followed", "GET", func(_ int32, w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "https://signon.example.com/login", http.StatusFound)
 		}, &UnavailableError{}, 1, 0},
+		{"200 with the error envelope is an API error", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"status":"failure","error":{"detail":null,"message":"Exception while executing request: null"}}`))
+		}, &APIError{}, 1, 0},
+		{"200 with an error beside the result is data", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"result":[{"error":"x"}],"error":{"message":"partial"}}`))
+		}, nil, 1, 200},
 		{"431 html from a proxy is a refused request", "GET", func(_ int32, w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(431)

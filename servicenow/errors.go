@@ -1,6 +1,7 @@
 package servicenow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +49,8 @@ func (e *APIError) Hint() string {
 		return "Check the table name (for example incident, sys_user, change_request)."
 	case e.Status == 400:
 		return "Check the request's fields and values."
+	case e.Status < 300:
+		return "ServiceNow reported this error in an answer whose HTTP status said success; go by the error, not the status."
 	}
 	return ""
 }
@@ -172,6 +175,32 @@ func parseEnvelope(body []byte) *envelope {
 		return nil
 	}
 	return &envelope{Message: rawText(v.Error.Message), Detail: rawText(v.Error.Detail)}
+}
+
+// isErrorEnvelope reports whether a success answer's body is ServiceNow's
+// error envelope rather than data: an "error" object with a message or
+// detail, beside "status":"failure" or in place of a "result".
+func isErrorEnvelope(body []byte) bool {
+	// Outside a string value "error" is a key; a body without it is data,
+	// and most are, so they are not decoded a second time.
+	if !bytes.Contains(body, []byte(`"error"`)) {
+		return false
+	}
+	var v struct {
+		Error *struct {
+			Message json.RawMessage `json:"message"`
+			Detail  json.RawMessage `json:"detail"`
+		} `json:"error"`
+		Status string          `json:"status"`
+		Result json.RawMessage `json:"result"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Error == nil {
+		return false
+	}
+	if rawText(v.Error.Message) == "" && rawText(v.Error.Detail) == "" {
+		return false
+	}
+	return v.Status == "failure" || v.Result == nil
 }
 
 func rawText(r json.RawMessage) string {

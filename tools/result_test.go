@@ -165,3 +165,32 @@ func TestRequestProblemsAreNotUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// ServiceNow's error envelope sent with HTTP 200 is shown as the error
+// it is, with ServiceNow's message, in every tool.
+func TestErrorEnvelopeWithSuccessStatus(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	tests := []struct {
+		tool string
+		args map[string]any
+	}{
+		{"servicenow_list_incidents", map[string]any{"limit": 2}},
+		{"servicenow_query_records", map[string]any{"table": "incident", "limit": 2}},
+		{"servicenow_get_incident", map[string]any{"incident": "INC0010001"}},
+		{"servicenow_request", map[string]any{"method": "GET", "path": "/api/now/table/incident"}},
+		{"servicenow_aggregate_records", map[string]any{"table": "incident", "group_by": []string{"state"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tool, func(t *testing.T) {
+			ok(t, env.Call(t, "alice", tt.tool, tt.args)) // warm the caches
+			env.Sandbox.Server.SetFaults(sandbox.Faults{Status: 200, Scope: "api"})
+			defer env.Sandbox.Server.SetFaults(sandbox.Faults{})
+
+			res := env.Call(t, "alice", tt.tool, tt.args)
+			failsWith(t, res, `"status":200`, `"error":"OK"`, "HTTP status said success")
+			if text := testenv.Text(res); strings.Contains(text, "internal error") {
+				t.Errorf("shown as an internal error: %s", text)
+			}
+		})
+	}
+}
