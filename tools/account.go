@@ -26,7 +26,8 @@ func init() {
 			Toolset: "account",
 			Title:   "ServiceNow account status",
 			Description: "Show whether the user's ServiceNow account is linked: instance, status (ACTIVE, EXPIRED, PENDING_AUTH or NOT_LINKED), " +
-				"the ServiceNow user, and when the current access token expires. Never returns a token.",
+				"the ServiceNow user, and when the current access token expires. " +
+				"For PENDING_AUTH, a link was handed out and is still open: returns it as authorization_url with its expires_at. Never returns a token.",
 			ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: false,
 			Handler: connectionStatus,
 		},
@@ -81,6 +82,9 @@ func connectionStatus(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult
 	acct, err := d.Tokens.Account(ctx, c.Key)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
+		if pendingStatus(ctx, d, c, out) {
+			return jsonResult(out)
+		}
 		out["status"] = "NOT_LINKED"
 		out["hint"] = "Call authorize_servicenow to get a link for the user."
 		return jsonResult(out)
@@ -107,9 +111,29 @@ func connectionStatus(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult
 		out["last_error"] = acct.LastError
 	}
 	if acct.Status == storage.StatusExpired {
+		if pendingStatus(ctx, d, c, out) {
+			out["previous_status"] = string(storage.StatusExpired)
+			return jsonResult(out)
+		}
 		out["hint"] = "ServiceNow no longer accepts this account's refresh token; call authorize_servicenow for a new link."
 	}
 	return jsonResult(out)
+}
+
+// pendingStatus reports, into out, a link handed out to the user that is
+// still open: status PENDING_AUTH, the link and when it expires. It reads
+// the link and never makes one, so that a status check hands out nothing.
+func pendingStatus(ctx context.Context, d *Deps, c *Call, out map[string]any) bool {
+	p, err := d.Tokens.Store().PendingFor(ctx, c.Key)
+	if err != nil {
+		return false
+	}
+	out["status"] = string(storage.StatusPendingAuth)
+	out["authorization_url"] = p.AuthURL
+	out["expires_at"] = p.ExpiresAt.UTC()
+	out["hint"] = "The user has been given authorization_url and has not finished signing in: ask them to open it, sign in to ServiceNow " +
+		"and choose Allow before expires_at; once it has expired, call authorize_servicenow for a new one."
+	return true
 }
 
 func disconnect(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {

@@ -76,13 +76,23 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	)
 	switch {
 	case errors.Is(err, oauth.ErrNeedsAuthorization) || errors.As(err, &needsLink):
-		reason := ""
+		// An account on record was linked once: its link stopped working.
+		reason, wasLinked := "", needsLink != nil
 		if needsLink != nil {
 			reason = needsLink.Reason
-		} else if a, aerr := d.Tokens.Account(ctx, c.Key); aerr == nil && a.LastError != "" {
-			reason = a.LastError
 		}
-		return linkResult(ctx, d, c, reason)
+		a, aerr := d.Tokens.Account(ctx, c.Key)
+		switch {
+		case aerr == nil:
+			wasLinked = true
+			if reason == "" {
+				reason = a.LastError
+			}
+		case errors.Is(aerr, storage.ErrCorrupt):
+			wasLinked = true
+			reason = "the stored account record is damaged"
+		}
+		return linkResult(ctx, d, c, reason, wasLinked)
 	case errors.As(err, &unknown):
 		return outcomeUnknown(ctx, c, unknown)
 	case errors.As(err, &input):
@@ -211,7 +221,10 @@ func outcomeUnknown(ctx context.Context, c *Call, e *servicenow.OutcomeUnknownEr
 	})
 }
 
-func linkResult(ctx context.Context, d *Deps, c *Call, reason string) *mcp.CallToolResult {
+// linkResult answers with a link for the user to open. wasLinked says
+// the account was linked before, so that the message says its link no
+// longer works rather than that it was never made.
+func linkResult(ctx context.Context, d *Deps, c *Call, reason string, wasLinked bool) *mcp.CallToolResult {
 	c.outcome = "needs_authorization"
 	link, err := d.Tokens.Link(ctx, c.Key)
 	var blocked *oauth.LinksUnavailableError
@@ -222,15 +235,24 @@ func linkResult(ctx context.Context, d *Deps, c *Call, reason string) *mcp.CallT
 		d.Log.Error().Str("error", err.Error()).Msg("create authorization link")
 		return errorResult("the ServiceNow account is not linked, and no authorization link could be created; the server log has details")
 	}
+	message := "The user has not linked their ServiceNow account for this connection. Ask them to open authorization_url, " +
+		"sign in to ServiceNow and choose Allow; then call this tool again."
+	if wasLinked {
+		why := ""
+		if reason != "" {
+			why = " (reason says why)"
+		}
+		message = "The user's ServiceNow account was linked for this connection, but that link no longer works" + why + ". " +
+			"Ask them to open authorization_url, sign in to ServiceNow again and choose Allow; then call this tool again."
+	}
 	r := jsonResult(authorizationRequired{
 		Status:           "authorization_required",
 		Connection:       link.Connection,
 		AuthorizationURL: link.URL,
 		ExpiresAt:        link.ExpiresAt.UTC(),
-		Message: "The user has not linked their ServiceNow account for this connection. Ask them to open authorization_url, " +
-			"sign in to ServiceNow and choose Allow; then call this tool again.",
-		Reason:  reason,
-		Warning: link.Warning,
+		Message:          message,
+		Reason:           reason,
+		Warning:          link.Warning,
 	})
 	r.IsError = true
 	return r
