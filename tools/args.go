@@ -204,7 +204,9 @@ func coerce(p Param, v any) (any, error) {
 			return nil, errors.New("must be a string")
 		}
 		if len(p.Enum) > 0 && !contains(p.Enum, s) {
-			return nil, fmt.Errorf("must be one of %s, not %q", strings.Join(p.Enum, ", "), s)
+			// The description says what the values mean, and why some
+			// are missing (read-only mode).
+			return nil, fmt.Errorf("must be one of %s, not %q. %s", strings.Join(p.Enum, ", "), s, p.Description)
 		}
 		return s, nil
 	case "integer":

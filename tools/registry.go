@@ -62,6 +62,11 @@ type Def struct {
 	// NoConnection leaves out the common `connection` argument.
 	NoConnection bool
 	Handler      Handler
+	// ReadOnlyMode, when set, keeps a tool that writes registered in
+	// read-only mode, as the definition it returns: one that only reads,
+	// with hints and arguments to match. A tool that writes without it is
+	// left out in read-only mode.
+	ReadOnlyMode func(Def) Def
 }
 
 // Toolset groups tools; default ones are on unless a selection names others.
@@ -148,7 +153,7 @@ func Select(sel config.Tools) ([]Def, error) {
 		if !ok {
 			return nil, fmt.Errorf("unknown tool %q in tools: see `servicenow-mcp serve --help` for the list", name)
 		}
-		if sel.ReadOnly && !d.ReadOnly && d.Name != "servicenow_request" {
+		if sel.ReadOnly && !d.ReadOnly && d.ReadOnlyMode == nil {
 			return nil, fmt.Errorf("tool %q changes ServiceNow, but read-only mode is on: drop it from tools, or turn read_only off", name)
 		}
 		chosen[name] = true
@@ -169,8 +174,13 @@ func Select(sel config.Tools) ([]Def, error) {
 		if !chosen[d.Name] {
 			continue
 		}
-		if sel.ReadOnly && !d.ReadOnly && d.Name != "servicenow_request" && !sets[d.Toolset].Always {
-			continue
+		if sel.ReadOnly && !d.ReadOnly {
+			switch {
+			case d.ReadOnlyMode != nil:
+				d = d.ReadOnlyMode(d)
+			case !sets[d.Toolset].Always:
+				continue
+			}
 		}
 		out = append(out, d)
 	}

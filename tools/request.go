@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -37,8 +38,27 @@ func init() {
 			{Name: "headers", Type: "object", Values: "string",
 				Description: "Extra request headers. Only " + strings.Join(servicenow.AllowedRequestHeaders(), " and ") + " are passed on; authentication is added by the server."},
 		},
-		Handler: request,
+		Handler:      request,
+		ReadOnlyMode: requestReadOnly,
 	})
+}
+
+// requestReadOnly is servicenow_request in read-only mode: GET only, so
+// its hints say it reads, and its method argument offers GET alone.
+func requestReadOnly(d Def) Def {
+	d.ReadOnly, d.Destructive, d.Idempotent = true, false, true
+	d.Params = slices.Clone(d.Params)
+	for i, p := range d.Params {
+		switch p.Name {
+		case "method":
+			p.Enum = []string{http.MethodGet}
+			p.Description = "HTTP method: only GET, because the server runs in read-only mode."
+		case "body":
+			p.Description = "Not accepted in read-only mode: a GET sends no body."
+		}
+		d.Params[i] = p
+	}
+	return d
 }
 
 func request(ctx context.Context, d *Deps, c *Call) *mcp.CallToolResult {

@@ -1,6 +1,7 @@
 package tools_test
 
 import (
+	"encoding/json"
 	"slices"
 	"testing"
 
@@ -15,6 +16,29 @@ func TestRequestReadOnly(t *testing.T) {
 	var names []string
 	for _, tool := range env.ListTools(t) {
 		names = append(names, tool.Name)
+		if tool.Name != "servicenow_request" {
+			continue
+		}
+		// It is advertised as what it is in this mode: a read.
+		b, _ := json.Marshal(tool)
+		var listed struct {
+			Annotations map[string]any `json:"annotations"`
+			InputSchema struct {
+				Properties map[string]struct {
+					Enum []string `json:"enum"`
+				} `json:"properties"`
+			} `json:"inputSchema"`
+		}
+		if err := json.Unmarshal(b, &listed); err != nil {
+			t.Fatal(err)
+		}
+		a := listed.Annotations
+		if a["readOnlyHint"] != true || a["destructiveHint"] != false || a["idempotentHint"] != true {
+			t.Errorf("servicenow_request in read-only mode is listed with hints %v", a)
+		}
+		if m := listed.InputSchema.Properties["method"].Enum; !slices.Equal(m, []string{"GET"}) {
+			t.Errorf("servicenow_request in read-only mode offers methods %v, want GET alone", m)
+		}
 	}
 	if !slices.Contains(names, "servicenow_request") {
 		t.Fatalf("servicenow_request is not registered in read-only mode: %v", names)

@@ -6,23 +6,57 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"servicenow-mcp/config"
 )
 
 var update = flag.Bool("update", false, "rewrite tools/testdata/schemas and the README tool table")
 
 // TestSchemaSnapshots fails when a tool's definition drifts from its
 // committed snapshot; go test ./tools -run Snapshots -update rewrites them.
+// A tool that read-only mode changes has a second snapshot, of the tool
+// as read-only mode registers it, under read_only/.
 func TestSchemaSnapshots(t *testing.T) {
-	dir := filepath.Join("testdata", "schemas")
+	readOnly, err := Select(config.Tools{ReadOnly: true, Toolsets: []string{"all"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changed []Def
+	for _, def := range readOnly {
+		normal, _ := json.Marshal(byName(t, def.Name).Tool(false))
+		if got, _ := json.Marshal(def.Tool(false)); !bytes.Equal(got, normal) {
+			changed = append(changed, def)
+		}
+	}
+	if len(changed) == 0 {
+		t.Error("read-only mode changes no tool's definition, but servicenow_request is registered for GET alone")
+	}
+	checkSnapshots(t, filepath.Join("testdata", "schemas"), All())
+	checkSnapshots(t, filepath.Join("testdata", "schemas", "read_only"), changed)
+}
+
+func byName(t *testing.T, name string) Def {
+	for _, d := range All() {
+		if d.Name == name {
+			return d
+		}
+	}
+	t.Fatalf("no tool %s", name)
+	return Def{}
+}
+
+func checkSnapshots(t *testing.T, dir string, defs []Def) {
+	t.Helper()
 	if *update {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	seen := map[string]bool{}
-	for _, def := range All() {
+	for _, def := range defs {
 		seen[def.Name+".json"] = true
 		got, err := json.MarshalIndent(def.Tool(false), "", "  ")
 		if err != nil {
@@ -47,21 +81,46 @@ func TestSchemaSnapshots(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if !seen[e.Name()] {
+		if !e.IsDir() && !seen[e.Name()] {
 			if *update {
 				_ = os.Remove(filepath.Join(dir, e.Name()))
 				continue
 			}
-			t.Errorf("snapshot %s belongs to no registered tool", e.Name())
+			t.Errorf("snapshot %s belongs to no registered tool", filepath.Join(dir, e.Name()))
 		}
 	}
 }
 
 // TestSchemasStrict checks every tool against what strict MCP clients
 // accept, with and without the optional user argument, and checks that
-// every annotation hint is set and safe.
+// every annotation hint is set and safe, in both modes: in read-only mode
+// every tool but the account ones says it only reads, and offers no
+// argument value that writes.
 func TestSchemasStrict(t *testing.T) {
-	for _, def := range All() {
+	readOnly, err := Select(config.Tools{ReadOnly: true, Toolsets: []string{"all"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, def := range readOnly {
+		if def.Toolset == "account" {
+			continue
+		}
+		a := def.Tool(false).Annotations
+		if a.ReadOnlyHint == nil || !*a.ReadOnlyHint || a.DestructiveHint == nil || *a.DestructiveHint ||
+			a.IdempotentHint == nil || !*a.IdempotentHint {
+			t.Errorf("%s in read-only mode: hints readOnly %v, destructive %v, idempotent %v; want true, false, true",
+				def.Name, deref(a.ReadOnlyHint), deref(a.DestructiveHint), deref(a.IdempotentHint))
+		}
+		for _, p := range def.params(false) {
+			for _, v := range p.Enum {
+				if slices.Contains([]string{"POST", "PUT", "PATCH", "DELETE"}, v) {
+					t.Errorf("%s in read-only mode: argument %s still offers %s", def.Name, p.Name, v)
+				}
+			}
+		}
+	}
+
+	for _, def := range append(All(), readOnly...) {
 		for _, userArg := range []bool{false, true} {
 			tool := def.Tool(userArg)
 			var schema map[string]any
@@ -110,6 +169,13 @@ func TestSchemasStrict(t *testing.T) {
 			t.Errorf("%s: a delete tool must be destructive", def.Name)
 		}
 	}
+}
+
+func deref(b *bool) any {
+	if b == nil {
+		return nil
+	}
+	return *b
 }
 
 func checkSchema(t *testing.T, where string, s map[string]any, top bool) {

@@ -73,7 +73,7 @@ func TestSelect(t *testing.T) {
 			}
 			if tt.sel.ReadOnly {
 				for _, d := range defs {
-					if !d.ReadOnly && d.Toolset != "account" && d.Name != "servicenow_request" {
+					if !d.ReadOnly && d.Toolset != "account" {
 						t.Errorf("read-only mode selected %s", d.Name)
 					}
 				}
