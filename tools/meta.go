@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,19 +70,50 @@ func (f *FieldMeta) IsDateTime() bool {
 // IsDate reports whether f holds a date without a time.
 func (f *FieldMeta) IsDate() bool { return f.Type == "glide_date" }
 
-// choiceValue maps a label or a value of f to the stored value.
-func (f *FieldMeta) choiceValue(v string) (string, bool) {
+// choiceValue maps a value or a label of f to the stored value. A label
+// matches case-insensitively, whole or with its leading numbering left
+// out ("Low" for "3 - Low", as instances label impact, urgency and
+// priority). When a shortened label fits several choices, none is
+// picked: ambiguous lists them.
+func (f *FieldMeta) choiceValue(v string) (value string, ambiguous []Choice, ok bool) {
 	for _, ch := range f.Choices {
 		if ch.Value == v {
-			return ch.Value, true
+			return ch.Value, nil, true
 		}
 	}
-	for _, ch := range f.Choices {
-		if strings.EqualFold(ch.Label, strings.TrimSpace(v)) {
-			return ch.Value, true
+	v = strings.TrimSpace(v)
+	for _, match := range []func(Choice) bool{
+		func(ch Choice) bool { return strings.EqualFold(strings.TrimSpace(ch.Label), v) },
+		func(ch Choice) bool { return strings.EqualFold(unnumbered(ch.Label), v) },
+	} {
+		var found []Choice
+		for _, ch := range f.Choices {
+			if match(ch) && !slices.ContainsFunc(found, func(o Choice) bool { return o.Value == ch.Value }) {
+				found = append(found, ch)
+			}
+		}
+		switch {
+		case len(found) == 1:
+			return found[0].Value, nil, true
+		case len(found) > 1:
+			return "", found, false
 		}
 	}
-	return "", false
+	return "", nil, false
+}
+
+// unnumbered is a choice label without its leading "N - " numbering.
+func unnumbered(label string) string {
+	label = strings.TrimSpace(label)
+	digits := strings.TrimLeft(label, "0123456789")
+	if len(digits) == len(label) {
+		return label
+	}
+	rest := strings.TrimLeft(digits, " ")
+	if !strings.HasPrefix(rest, "-") {
+		return label
+	}
+	return strings.TrimSpace(rest[1:])
 }
 
 func (f *FieldMeta) choiceList() string {

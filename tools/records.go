@@ -408,7 +408,11 @@ func storedValue(ctx context.Context, d *Deps, c *Call, table string, f *FieldMe
 	case f.IsDateTime() || f.IsDate():
 		return dateValue(f, v)
 	case len(f.Choices) > 0:
-		sv, ok := f.choiceValue(v)
+		sv, ambiguous, ok := f.choiceValue(v)
+		if len(ambiguous) > 0 {
+			candidates := (&FieldMeta{Choices: ambiguous}).choiceList()
+			return "", &servicenow.InputError{Msg: fmt.Sprintf("%q fits several choices of %s.%s: %s; give the value or the whole label", v, table, f.Name, candidates)}
+		}
 		if !ok {
 			return "", &servicenow.InputError{Msg: fmt.Sprintf("%q is not a choice of %s.%s; choices (value (label)): %s", v, table, f.Name, f.choiceList())}
 		}

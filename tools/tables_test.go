@@ -755,3 +755,39 @@ func TestAggregateStatistics(t *testing.T) {
 		failsWith(t, env.Call(t, "alice", "servicenow_aggregate_records", map[string]any{"table": "incident", "sum_fields": []string{"cost"}}), "cost")
 	})
 }
+
+// Choice labels may leave out their "N - " numbering, in filters and in
+// writes alike: "Low" is impact 3 - Low on the instance.
+func TestChoiceLabelsWithoutNumbering(t *testing.T) {
+	env := testenv.New(t, testenv.Options{Link: []string{"alice"}})
+	created := ok(t, env.Call(t, "alice", "servicenow_create_record", map[string]any{"table": "incident", "values": map[string]any{
+		"short_description": "Label test", "impact": "Low", "urgency": "High"}, "fields": []string{"number", "impact", "urgency"}}))
+	rec := created["record"].(map[string]any)
+	if value(rec["impact"]) != "3" || value(rec["urgency"]) != "1" {
+		t.Fatalf("impact %v, urgency %v; want 3 and 1", rec["impact"], rec["urgency"])
+	}
+
+	tests := []struct {
+		tool  string
+		args  map[string]any
+		field string
+		want  string
+	}{
+		{"servicenow_query_records", map[string]any{"table": "incident", "filters": map[string]any{"impact": "low"}, "fields": []string{"impact"}, "limit": 100}, "impact", "3"},
+		{"servicenow_list_incidents", map[string]any{"priority": "Critical", "fields": []string{"priority"}, "limit": 100}, "priority", "1"},
+		{"servicenow_list_incidents", map[string]any{"priority": "Critical,Planning", "fields": []string{"priority"}, "limit": 100}, "priority", "1,5"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.args), func(t *testing.T) {
+			rs := records(t, ok(t, env.Call(t, "alice", tt.tool, tt.args)))
+			if len(rs) == 0 {
+				t.Fatal("no records")
+			}
+			for _, r := range rs {
+				if !slices.Contains(strings.Split(tt.want, ","), value(r[tt.field])) {
+					t.Fatalf("%s %v among the records, want %s", tt.field, r[tt.field], tt.want)
+				}
+			}
+		})
+	}
+}
