@@ -213,8 +213,8 @@ func loadTableMeta(ctx context.Context, d *Deps, c *Call, table string) (*TableM
 	m.Parents = chain[1:]
 	in := "nameIN" + strings.Join(chain, ",")
 
-	dict, err := metaRows(ctx, d, c, "sys_dictionary", in+"^elementISNOTEMPTY",
-		"name,element,column_label,internal_type,reference,mandatory,read_only,max_length,display", 2000)
+	dict, err := allMetaRows(ctx, d, c, "sys_dictionary", in+"^elementISNOTEMPTY",
+		"name,element,column_label,internal_type,reference,mandatory,read_only,max_length,display")
 	if err != nil {
 		return nil, err
 	}
@@ -239,8 +239,10 @@ func loadTableMeta(ctx context.Context, d *Deps, c *Call, table string) (*TableM
 		}
 	}
 
-	choices, err := metaRows(ctx, d, c, "sys_choice", in+"^inactive!=true^language=en^ORlanguageISEMPTY^ORDERBYsequence",
-		"name,element,value,label", 5000)
+	// sys_id breaks ties of sequence, so that pages neither repeat nor
+	// skip a choice.
+	choices, err := allMetaRows(ctx, d, c, "sys_choice", in+"^inactive!=true^language=en^ORlanguageISEMPTY^ORDERBYsequence^ORDERBYsys_id",
+		"name,element,value,label")
 	if err != nil {
 		return nil, err
 	}
@@ -262,23 +264,72 @@ func loadTableMeta(ctx context.Context, d *Deps, c *Call, table string) (*TableM
 	return m, nil
 }
 
-// metaRows lists plain values of a metadata table.
+// metaPageRows is how many rows one request for a table's dictionary or
+// choices asks for; maxMetaPages bounds how many such pages one table's
+// metadata may take.
+var metaPageRows = 5000
+
+const maxMetaPages = 20
+
+// metaRows lists plain values of a metadata table: the first limit rows.
 func metaRows(ctx context.Context, d *Deps, c *Call, table, query, fields string, limit int) ([]map[string]string, error) {
+	rows, _, err := metaPage(ctx, d, c, table, query, fields, limit, 0, false)
+	return rows, err
+}
+
+// allMetaRows lists every row a metadata query matches, page by page:
+// while X-Total-Count says more rows follow, or, without it, while pages
+// come back full. A page that fails after others came back is a
+// *partialReadError, which says how much was read.
+func allMetaRows(ctx context.Context, d *Deps, c *Call, table, query, fields string) ([]map[string]string, error) {
+	var out []map[string]string
+	total := -1
+	for offset := 0; ; offset += metaPageRows {
+		if offset >= maxMetaPages*metaPageRows {
+			return nil, fmt.Errorf("read %s: the table's metadata holds more than %d rows, more than this server reads", table, offset)
+		}
+		rows, count, err := metaPage(ctx, d, c, table, query, fields, metaPageRows, offset, true)
+		if err != nil {
+			if offset > 0 {
+				return nil, &partialReadError{Table: table, Read: len(out), Total: total, Err: err}
+			}
+			return nil, err
+		}
+		out = append(out, rows...)
+		total = count
+		more := len(rows) == metaPageRows
+		if total >= 0 {
+			more = offset+metaPageRows < total
+		}
+		if !more {
+			return out, nil
+		}
+	}
+}
+
+// metaPage reads one page of a metadata table, with the number of rows
+// the query matches when count is set and the instance says (else -1).
+func metaPage(ctx context.Context, d *Deps, c *Call, table, query, fields string, limit, offset int, count bool) ([]map[string]string, int, error) {
 	q := url.Values{}
 	q.Set("sysparm_query", query)
 	q.Set("sysparm_fields", fields)
 	q.Set("sysparm_limit", strconv.Itoa(limit))
 	q.Set("sysparm_exclude_reference_link", "true")
-	q.Set("sysparm_no_count", "true")
+	if offset > 0 {
+		q.Set("sysparm_offset", strconv.Itoa(offset))
+	}
+	if !count {
+		q.Set("sysparm_no_count", "true")
+	}
 	resp, err := d.Client.Do(ctx, c.Key, servicenow.Request{Method: "GET", Path: "/api/now/table/" + table, Query: q})
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", table, err)
+		return nil, -1, fmt.Errorf("read %s: %w", table, err)
 	}
 	var body struct {
 		Result []map[string]any `json:"result"`
 	}
 	if err := json.Unmarshal(resp.Body, &body); err != nil {
-		return nil, fmt.Errorf("read %s: %w", table, err)
+		return nil, -1, fmt.Errorf("read %s: %w", table, err)
 	}
 	out := make([]map[string]string, len(body.Result))
 	for i, r := range body.Result {
@@ -288,7 +339,34 @@ func metaRows(ctx context.Context, d *Deps, c *Call, table, query, fields string
 		}
 		out[i] = row
 	}
-	return out, nil
+	total := -1
+	if n, err := strconv.Atoi(resp.Header.Get("X-Total-Count")); err == nil && n >= 0 {
+		total = n
+	}
+	return out, total, nil
+}
+
+// partialReadError is a read of several pages that failed part way: Read
+// rows came back before Err stopped the rest. Total is how many rows the
+// instance said there were, or -1.
+type partialReadError struct {
+	Table string
+	Read  int
+	Total int
+	Err   error
+}
+
+func (e *partialReadError) Error() string { return e.Summary() + ": " + e.Err.Error() }
+
+func (e *partialReadError) Unwrap() error { return e.Err }
+
+// Summary says what was read and that the rest failed.
+func (e *partialReadError) Summary() string {
+	of := ""
+	if e.Total >= 0 {
+		of = fmt.Sprintf(" of %d", e.Total)
+	}
+	return fmt.Sprintf("%d%s rows of %s were read, then reading the rest failed, so none of it was used", e.Read, of, e.Table)
 }
 
 // plainValue reads a Table API value: a string, or a reference object.

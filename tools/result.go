@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -74,6 +75,10 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 		client    *oauth.ClientRejectedError
 		blocked   *oauth.LinksUnavailableError
 	)
+	var partial *partialReadError
+	if errors.As(err, &partial) {
+		return withPartialRead(failure(ctx, d, c, partial.Err), partial.Summary())
+	}
 	switch {
 	case errors.Is(err, oauth.ErrNeedsAuthorization) || errors.As(err, &needsLink):
 		// An account on record was linked once: its link stopped working.
@@ -183,6 +188,30 @@ func failure(ctx context.Context, d *Deps, c *Call, err error) *mcp.CallToolResu
 	c.outcome = "internal_error"
 	d.Log.Error().Str("tool", c.Tool).Str("error", err.Error()).Msg("tool failed")
 	return errorResult("internal error; the server log has details")
+}
+
+// withPartialRead adds to a failure what a read of several pages had
+// read before it failed: as "partial_read" in a JSON answer, else as a
+// sentence after the text.
+func withPartialRead(res *mcp.CallToolResult, summary string) *mcp.CallToolResult {
+	for i, content := range res.Content {
+		tc, ok := content.(mcp.TextContent)
+		if !ok {
+			continue
+		}
+		var obj map[string]any
+		if json.Unmarshal([]byte(tc.Text), &obj) == nil && obj != nil {
+			obj["partial_read"] = summary
+			if b, err := marshal(obj); err == nil {
+				tc.Text = string(b)
+			}
+		} else {
+			tc.Text = strings.TrimRight(tc.Text, ". ") + ". " + strings.ToUpper(summary[:1]) + summary[1:] + "."
+		}
+		res.Content[i] = tc
+		break
+	}
+	return res
 }
 
 // largestArgument names the argument that takes the most bytes, the one

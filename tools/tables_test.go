@@ -11,12 +11,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"servicenow-mcp/config"
 	"servicenow-mcp/internal/testenv"
+	"servicenow-mcp/tools"
 )
 
 func ok(t *testing.T, res *mcp.CallToolResult) map[string]any {
@@ -787,6 +789,72 @@ func TestChoiceLabelsWithoutNumbering(t *testing.T) {
 				if !slices.Contains(strings.Split(tt.want, ","), value(r[tt.field])) {
 					t.Fatalf("%s %v among the records, want %s", tt.field, r[tt.field], tt.want)
 				}
+			}
+		})
+	}
+}
+
+// A table's dictionary and choices are read page after page until the
+// instance's X-Total-Count is reached, so a large choice list is whole;
+// when a later page fails the answer says how much was read and that the
+// rest failed, and nothing read part way is used or kept.
+func TestMetadataPaging(t *testing.T) {
+	var failChoicePage atomic.Bool
+	env, sent := watchedEnv(t, testenv.Options{Link: []string{"alice"}}, func(r *http.Response) error {
+		if failChoicePage.Load() && strings.HasSuffix(r.Request.URL.Path, "/sys_choice") && r.Request.URL.Query().Get("sysparm_offset") != "" {
+			r.Body.Close()
+			r.StatusCode = http.StatusBadGateway
+			r.Header = http.Header{"Content-Type": {"text/html"}}
+			r.Body = io.NopCloser(strings.NewReader("<html>Bad Gateway</html>"))
+			r.ContentLength = -1
+		}
+		return nil
+	})
+	describe := func() *mcp.CallToolResult {
+		return env.Call(t, "alice", "servicenow_describe_table", map[string]any{"table": "change_request"})
+	}
+	whole := ok(t, describe()) // read in one page each, and cached
+
+	restore := tools.SetMetaPageRows(7)
+	defer restore()
+	tests := []struct {
+		name string
+		fail bool
+	}{
+		{"every page answers", false},
+		{"a later page of choices fails", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tools.ForgetMetadata()
+			failChoicePage.Store(tt.fail)
+			defer failChoicePage.Store(false)
+			before := len(sent())
+
+			res := describe()
+			offsets := map[string]bool{} // a failed read is retried at the same offset
+			for _, r := range sent()[before:] {
+				if strings.HasSuffix(r.URL.Path, "/sys_choice") {
+					offsets[r.URL.Query().Get("sysparm_offset")] = true
+				}
+			}
+			pages := len(offsets)
+			if !tt.fail {
+				if got := ok(t, res); fmt.Sprint(got["fields"]) != fmt.Sprint(whole["fields"]) {
+					t.Fatalf("paged by 7 rows, the table reads differently:\n%v\nwant:\n%v", got["fields"], whole["fields"])
+				}
+				if pages < 2 {
+					t.Fatalf("choices were read in %d pages of 7 rows", pages)
+				}
+				return
+			}
+			failsWith(t, res, "7 of", "rows of sys_choice were read, then reading the rest failed", "502")
+			if pages != 2 {
+				t.Errorf("%d pages of choices asked for, want 2: the first and the one that failed", pages)
+			}
+			failChoicePage.Store(false)
+			if got := ok(t, describe()); fmt.Sprint(got["fields"]) != fmt.Sprint(whole["fields"]) {
+				t.Fatalf("after a failed page the table reads differently: the part read was kept")
 			}
 		})
 	}
