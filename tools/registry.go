@@ -20,6 +20,7 @@ import (
 	"servicenow-mcp/config"
 	"servicenow-mcp/oauth"
 	"servicenow-mcp/servicenow"
+	"servicenow-mcp/storage"
 )
 
 // Deps is what tool handlers use.
@@ -248,14 +249,39 @@ func run(ctx context.Context, d *Deps, def Def, req mcp.CallToolRequest) (res *m
 	args, err := normalise(def.params(d.UserArgument), req.GetRawArguments())
 	if err != nil {
 		call.outcome = "bad_arguments"
+		call.Key = loggedIdentity(ctx, d, def, req.GetRawArguments())
 		return errorResult("%s", err.Error())
 	}
 	call.Args = args
 	if err := call.resolveIdentity(ctx, d, def); err != nil {
 		call.outcome = "bad_arguments"
+		call.Key = loggedIdentity(ctx, d, def, req.GetRawArguments())
 		return errorResult("%s", err.Error())
 	}
 	return def.Handler(ctx, d, call)
+}
+
+// loggedIdentity is, for the log line of a call refused before its
+// identity was resolved, the best guess at who called on which
+// connection: the caller's user (or the user a gateway named), and the
+// connection named if it exists, else the default one. It is never used
+// to act.
+func loggedIdentity(ctx context.Context, d *Deps, def Def, raw any) storage.AccountKey {
+	var key storage.AccountKey
+	in, _ := rawObject(raw)
+	caller, _ := CallerFrom(ctx)
+	key.User = caller.User
+	if named, _ := in["user"].(string); named != "" && d.UserArgument && caller.MayNameUser && config.CheckUserName(named) == "" {
+		key.User = named
+	}
+	if def.NoConnection || d.Config == nil {
+		return key
+	}
+	name, _ := in["connection"].(string)
+	if conn, err := d.Config.Connection(name); err == nil {
+		key.Connection = conn.Name
+	}
+	return key
 }
 
 func logCall(log zerolog.Logger, c *Call, res *mcp.CallToolResult, took time.Duration) {
