@@ -284,7 +284,8 @@ func (w *everyTool) link(user, name string) {
 	w.t.Helper()
 	var status map[string]any
 	w.ok("servicenow_connection_status", nil, &status)
-	if status["status"] != "NOT_LINKED" {
+	// NOT_LINKED at first; PENDING_AUTH once a call has handed out a link.
+	if status["status"] != "NOT_LINKED" && status["status"] != "PENDING_AUTH" {
 		w.t.Fatalf("connection status before linking: %v", status)
 	}
 
@@ -338,10 +339,11 @@ func (w *everyTool) disconnect() string {
 	next := w.call("servicenow_get_incident", map[string]any{"incident": w.incident})
 	link := checkAuthorizationRequired(w.t, callResultOf(w.t, next), w.sb.URL, w.cfg.redirectURI())
 
+	// The call above handed out a link, which is now pending.
 	var status map[string]any
 	w.ok("servicenow_connection_status", nil, &status)
-	if status["status"] != "NOT_LINKED" {
-		w.t.Errorf("connection status after disconnecting: want NOT_LINKED, got %v", status)
+	if status["status"] != "PENDING_AUTH" || status["authorization_url"] != link {
+		w.t.Errorf("connection status after disconnecting and being given a link: want PENDING_AUTH with that link, got %v", status)
 	}
 	return link
 }
