@@ -154,12 +154,15 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 	if err != nil {
 		return nil, err
 	}
-	idempotent := method != http.MethodPost && method != http.MethodPatch
+	// Only reads are sent again after a failure the instance may have seen:
+	// PUT and DELETE are idempotent in HTTP, but a PUT that writes a
+	// journal field adds an entry each time, and a repeated DELETE answers
+	// 404 for a delete that worked.
+	write := method != http.MethodGet
 	refreshed := false
 	for attempt := 0; ; attempt++ {
 		resp, reached, err := c.attempt(ctx, base, method, token, req)
 		if err != nil {
-			write := method != http.MethodGet
 			resend := !write || !reached
 			if ctx.Err() == nil && resend && attempt < 2 && isTransient(err) {
 				if c.backoff(ctx, attempt) == nil {
@@ -199,19 +202,23 @@ func (c *Client) Do(ctx context.Context, key storage.AccountKey, req Request) (*
 				}
 			}
 			return nil, limited
-		case resp.Status == http.StatusGatewayTimeout && !resp.IsJSON() && method != http.MethodGet:
+		case resp.Status == http.StatusGatewayTimeout && !resp.IsJSON() && write:
 			// A proxy gave up waiting for the instance, which may still
 			// be making the change.
 			return nil, &OutcomeUnknownError{Method: method, Reason: "a gateway in front of the instance answered HTTP 504: it gave up waiting for the instance's answer"}
 		case resp.Status >= 500:
+			if !write && attempt < 2 && c.backoff(ctx, attempt) == nil {
+				continue
+			}
 			if !resp.IsJSON() {
-				if idempotent && attempt < 2 && c.backoff(ctx, attempt) == nil {
-					continue
+				if write {
+					// A page from a proxy or load balancer, not ServiceNow's
+					// answer: the write may have reached the instance.
+					return nil, &OutcomeUnknownError{Method: method, Reason: fmt.Sprintf(
+						"the answer was HTTP %d with an HTML page (maintenance, an upgrade or a proxy error) instead of ServiceNow's own answer",
+						resp.Status)}
 				}
 				return nil, unavailable(resp)
-			}
-			if idempotent && attempt < 2 && c.backoff(ctx, attempt) == nil {
-				continue
 			}
 			return nil, apiError(resp)
 		case resp.Status >= 400:

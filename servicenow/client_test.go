@@ -107,6 +107,22 @@ func TestDoClassifiesAnswers(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html")
 			w.WriteHeader(503)
 		}, &UnavailableError{}, 3, 0},
+		// A write is sent once: a PUT that writes a journal field adds an
+		// entry each time, and a repeated DELETE answers 404.
+		{"500 json not retried for PUT", "PUT", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(500)
+			_, _ = w.Write([]byte(`{"error":{"message":"boom","detail":null},"status":"failure"}`))
+		}, &APIError{}, 1, 0},
+		{"502 html after a DELETE: outcome unknown, not resent", "DELETE", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(502)
+			_, _ = w.Write([]byte(`<html><body>Bad Gateway</body></html>`))
+		}, &OutcomeUnknownError{}, 1, 0},
+		{"503 html after a PUT: outcome unknown, not resent", "PUT", func(_ int32, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(503)
+		}, &OutcomeUnknownError{}, 1, 0},
 		{"500 json not retried for POST", "POST", func(_ int32, w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(500)
@@ -247,6 +263,9 @@ func sameType(err error, want any) bool {
 		return errors.As(err, &e)
 	case *RateLimitedError:
 		var e *RateLimitedError
+		return errors.As(err, &e)
+	case *OutcomeUnknownError:
+		var e *OutcomeUnknownError
 		return errors.As(err, &e)
 	case *RefusedError:
 		var e *RefusedError
