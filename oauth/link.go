@@ -234,6 +234,7 @@ func (m *Manager) finishLink(ctx context.Context, p *storage.PendingAuthorizatio
 			// secret or redirect URI. Refusals of refresh tokens on this
 			// connection are read the same way until a token request works.
 			conn.refuseCode()
+			m.restoreRefused(ctx, p.Connection)
 			m.log.Error().Str("connection", p.Connection).Str("user", p.User).
 				Msg("ServiceNow refused an authorization code it had just issued: check client_id, client_secret and the redirect URI registered for this connection")
 			return nil, errors.New("ServiceNow refused the authorization code it had just issued. This usually means that this server's OAuth client settings for the connection " +

@@ -228,7 +228,7 @@ func (m *Manager) refresh(ctx context.Context, key storage.AccountKey, stale str
 		tok, err := m.refreshLocked(bg, key, stale)
 		var rejected *ClientRejectedError
 		if errors.As(err, &rejected) {
-			m.restoreRefused(bg, key)
+			m.restoreRefused(bg, key.Connection)
 		}
 		return tok, err
 	})
@@ -399,20 +399,25 @@ func (m *Manager) refreshFailed(ctx context.Context, conn *connection, acct *sto
 // refusedWhy is the LastError of an account expired by a refused refresh.
 const refusedWhy = "ServiceNow refused the refresh token"
 
-// restoreRefused undoes the expiry of the accounts refused just before
-// the refusals were seen to be the client's: their users did nothing
+// restoreRefused undoes the expiry of accounts whose refresh was refused
+// before the refusals were seen to be the client's: their users did nothing
 // wrong, and once the operator fixes the client credentials their kept
-// tokens work again. It runs holding no account lock, taking each in turn.
-func (m *Manager) restoreRefused(ctx context.Context, current storage.AccountKey) {
-	conn, err := m.connection(current.Connection)
+// tokens work again. It reads the store, not this process's memory, so an
+// account expired by another process sharing the data directory, or
+// before a restart, is restored too; only recent expiries by a refusal
+// count. It runs holding no account lock, taking each in turn.
+func (m *Manager) restoreRefused(ctx context.Context, connection string) {
+	accounts, _, err := m.store.ListAccounts(ctx)
 	if err != nil {
 		return
 	}
-	for _, user := range conn.refusedUsers() {
-		key := storage.AccountKey{Connection: current.Connection, User: user}
-		if user == current.User {
+	since := m.now().Add(-restoreWindow)
+	for _, listed := range accounts {
+		if listed.Connection != connection || listed.Status != storage.StatusExpired ||
+			listed.LastError != refusedWhy || listed.UpdatedAt.Before(since) {
 			continue
 		}
+		key := listed.Key()
 		unlock, err := m.store.LockAccount(ctx, key)
 		if err != nil {
 			return
@@ -430,6 +435,11 @@ func (m *Manager) restoreRefused(ctx context.Context, current storage.AccountKey
 		unlock()
 	}
 }
+
+// restoreWindow bounds how far back restoreRefused looks: an account that
+// expired by a refusal long before the client was found at fault most
+// likely lost its grant for its own reasons.
+const restoreWindow = 24 * time.Hour
 
 // expire marks the account EXPIRED. The sealed tokens stay in the store:
 // ServiceNow answers a bad client secret and a dead refresh token alike,
@@ -586,16 +596,6 @@ func (c *connection) clientSuspect() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.codeRefused
-}
-
-func (c *connection) refusedUsers() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.refusals))
-	for u := range c.refusals {
-		out = append(out, u)
-	}
-	return out
 }
 
 func randomString(n int) string {

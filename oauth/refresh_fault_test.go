@@ -239,8 +239,11 @@ func TestRejectedClientSecretIsOperatorError(t *testing.T) {
 		e.linkUser(u)
 	}
 	e.clock.Add(31 * time.Minute)
+	// Two workers with the wrong secret, as two processes on one data
+	// directory: one refreshes, the other owns the callback.
 	wrong := e.manager(e.store, &http.Client{Timeout: 5 * time.Second}, "not-the-secret")
-	e.serving.Store(wrong)
+	callbackWorker := e.manager(e.store, &http.Client{Timeout: 5 * time.Second}, "not-the-secret")
+	e.serving.Store(callbackWorker)
 
 	if _, err := wrong.Token(ctx, key("alice")); !errors.Is(err, oauth.ErrNeedsAuthorization) {
 		t.Fatalf("first refusal = %v, want a new link (nothing tells it from a dead refresh token)", err)
@@ -259,14 +262,22 @@ func TestRejectedClientSecretIsOperatorError(t *testing.T) {
 			t.Errorf("callback %d lacks %q: %s", status, want, page)
 		}
 	}
-	again, err := wrong.Link(ctx, key("dave"))
+	// The account expired by the other worker is restored from the store:
+	// its user did nothing wrong.
+	if a := e.account("alice"); a.Status != storage.StatusActive {
+		t.Fatalf("alice is %s after the refused code showed the client at fault", a.Status)
+	}
+	again, err := callbackWorker.Link(ctx, key("dave"))
 	if err != nil || again.Warning != oauth.ClientWarning {
 		t.Fatalf("link after the refused code: %+v, %v, want the client warning", again, err)
 	}
-
 	var rejected *oauth.ClientRejectedError
+	if _, err := callbackWorker.Token(ctx, key("alice")); !errors.As(err, &rejected) {
+		t.Fatalf("alice after the refused code: %v, want ClientRejectedError, not another link", err)
+	}
+
 	for _, u := range []string{"bob", "carol"} {
-		if _, err := wrong.Token(ctx, key(u)); !errors.As(err, &rejected) || !strings.Contains(rejected.Error(), "client_secret") {
+		if _, err := callbackWorker.Token(ctx, key(u)); !errors.As(err, &rejected) || !strings.Contains(rejected.Error(), "client_secret") {
 			t.Fatalf("%s: %v, want ClientRejectedError naming client_secret", u, err)
 		}
 	}
