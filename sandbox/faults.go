@@ -172,6 +172,9 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, scope, user
 		return false
 	}
 	if f.Delay > 0 {
+		if s.onDelay != nil {
+			s.onDelay()
+		}
 		t := time.NewTimer(time.Duration(f.Delay))
 		select {
 		case <-t.C:
@@ -179,8 +182,10 @@ func (s *Server) applyFaults(w http.ResponseWriter, r *http.Request, scope, user
 			t.Stop()
 			return true
 		case <-s.done:
+			// The instance stops before it answered: the connection drops,
+			// as a real server's would, rather than an empty 200.
 			t.Stop()
-			return true
+			panic(http.ErrAbortHandler)
 		}
 	}
 	if scope == scopeToken && f.TokenEndpoint != "" {

@@ -380,6 +380,36 @@ func TestTruncateAndHang(t *testing.T) {
 	}
 }
 
+// TestDelayedRequestDroppedOnClose: a request waiting out its delay when
+// the sandbox stops loses its connection; it never gets an empty 200 that
+// a client would take for a write that worked.
+func TestDelayedRequestDroppedOnClose(t *testing.T) {
+	run, err := Start(context.Background(), "127.0.0.1:0", Options{Faults: Faults{Delay: Duration(time.Hour), Scope: "api"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{})
+	run.Server.onDelay = func() { close(waiting) }
+	answered := make(chan int, 1) // the status, or 0 for a dropped connection
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, run.URL+"/api/now/table/incident", strings.NewReader(`{"short_description":"x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.SetBasicAuth("alice", SeedPassword)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		res.Body.Close()
+		answered <- res.StatusCode
+	}()
+	<-waiting
+	run.Close()
+	if status := <-answered; status != 0 {
+		t.Fatalf("the stopping sandbox answered the delayed POST with %d, want a dropped connection", status)
+	}
+}
+
 func TestAdminLoopbackOnly(t *testing.T) {
 	sb := New(Options{})
 	defer sb.Close()

@@ -103,6 +103,8 @@ type Server struct {
 	users []SeedUser
 
 	onHang func() // test hook: called when a request starts hanging
+	// onDelay is a test hook: called when a request starts its delay.
+	onDelay func()
 }
 
 // New builds a sandbox with seeded data (or the state file's data).
