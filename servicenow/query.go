@@ -85,7 +85,9 @@ func (q Query) Encode() (string, error) {
 	}
 	structured := strings.Join(parts, "^")
 
-	raw := strings.TrimLeft(strings.TrimSpace(q.Raw), "^")
+	// A caret at either end joins nothing; left at the end it would meet
+	// the ORDERBY that follows as an empty condition.
+	raw := strings.Trim(strings.TrimSpace(q.Raw), "^")
 	if err := CheckRaw(raw, structured != ""); err != nil {
 		return "", err
 	}

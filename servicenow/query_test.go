@@ -32,6 +32,7 @@ func TestEncode(t *testing.T) {
 		{"raw alone keeps its NQ", Query{Raw: "priority=1^NQstate=2", Order: []Order{{"number", false}}},
 			"priority=1^NQstate=2^ORDERBYnumber", ""},
 		{"raw leading caret dropped", Query{All: []Condition{{"active", "=", []string{"true"}}}, Raw: "^priority=1"}, "active=true^priority=1", ""},
+		{"raw trailing caret dropped", Query{Raw: "priority=1^", Order: []Order{{"number", false}}}, "priority=1^ORDERBYnumber", ""},
 		{"raw sort alone", Query{All: []Condition{{"active", "=", []string{"true"}}}, Raw: "ORDERBYDESCnumber"}, "active=true^ORDERBYDESCnumber", ""},
 		{"raw OR inside kept", Query{All: []Condition{{"active", "=", []string{"true"}}}, Raw: "priority=1^ORpriority=2"},
 			"active=true^priority=1^ORpriority=2", ""},

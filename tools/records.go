@@ -369,6 +369,9 @@ func prepareValues(ctx context.Context, d *Deps, c *Call, meta *TableMeta, value
 		if err != nil {
 			return nil, &servicenow.InputError{Msg: fmt.Sprintf("field %s: %v", name, err)}
 		}
+		if i := strings.IndexFunc(v, controlInText); i >= 0 {
+			return nil, &servicenow.InputError{Msg: fmt.Sprintf("field %s: the value holds a control character (%U); text may hold tabs and line breaks, nothing else below a space", name, []rune(v[i:])[0])}
+		}
 		if v != "" {
 			if v, err = storedValue(ctx, d, c, meta.Name, f, v); err != nil {
 				return nil, err
@@ -403,6 +406,12 @@ func scalar(v any) (string, error) {
 // storedValue maps a choice label to its value, a reference key to a
 // sys_id, and a date or date-time to ServiceNow's UTC form; anything else
 // is passed as given.
+// controlInText reports a control character that has no place in a text
+// value (tab, line feed and carriage return do).
+func controlInText(r rune) bool {
+	return r != '\t' && r != '\n' && r != '\r' && (r < 0x20 || r == 0x7f)
+}
+
 func storedValue(ctx context.Context, d *Deps, c *Call, table string, f *FieldMeta, v string) (string, error) {
 	switch {
 	case f.IsDateTime() || f.IsDate():

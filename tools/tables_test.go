@@ -268,6 +268,10 @@ func TestWritesAndErrors(t *testing.T) {
 		"values": map[string]any{"state": "Finished"}}), "Finished", "choices")
 	failsWith(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": number,
 		"values": map[string]any{"colour": "red"}}), "colour")
+	failsWith(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": number,
+		"values": map[string]any{"description": "ctl\x00\x07\x1b[31mred"}}), "description", "control character", "U+0000")
+	ok(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": number,
+		"values": map[string]any{"description": "line one\n\tline two\r\n"}}))
 	failsWith(t, env.Call(t, "alice", "servicenow_update_record", map[string]any{"table": "incident", "record": "INC9999999",
 		"values": map[string]any{"state": "New"}}), "INC9999999")
 
