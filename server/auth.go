@@ -111,6 +111,11 @@ func (a *authenticator) authenticate(r *http.Request) (principal, int, string) {
 				a.server.UserHeader)
 		}
 		user = strings.TrimSpace(named[0])
+		if !key.Gateway && user == "" {
+			return principal{}, http.StatusBadRequest, fmt.Sprintf(
+				"header %s is empty; API key %q is bound to user %q and needs no user header: drop it",
+				a.server.UserHeader, key.Name, key.User)
+		}
 		if problem := config.CheckUserName(user); problem != "" {
 			return principal{}, http.StatusBadRequest, fmt.Sprintf("header %s %s", a.server.UserHeader, problem)
 		}
@@ -138,7 +143,7 @@ func (a *authenticator) authenticate(r *http.Request) (principal, int, string) {
 func (a *authenticator) refuse(w http.ResponseWriter, r *http.Request, status int, problem string) {
 	if status == http.StatusUnauthorized {
 		challenge := `Bearer realm="servicenow-mcp"`
-		if r.Header.Get("Authorization") != "" {
+		if _, isBearer := bearerToken(r.Header.Get("Authorization")); isBearer {
 			challenge += `, error="invalid_token", error_description="unknown API key"`
 		}
 		w.Header().Set("WWW-Authenticate", challenge)

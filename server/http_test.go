@@ -94,6 +94,7 @@ func TestAuthentication(t *testing.T) {
 		{"bound key names another user", headersFor(aliceKey, "mallory"), http.StatusForbidden, "", nil},
 		{"bound key names itself", headersFor(aliceKey, "alice"), 0, "", nil},
 		{"bound key", headersFor(aliceKey, ""), 0, "", nil},
+		{"bound key with an empty user header", map[string]string{"Authorization": "Bearer " + aliceKey, userHeader: " "}, http.StatusBadRequest, "", nil},
 		{"gateway without user header", headersFor(gatewayKey, ""), http.StatusBadRequest, "", nil},
 		{"gateway with blank user header", map[string]string{"Authorization": "Bearer " + gatewayKey, userHeader: " "}, http.StatusBadRequest, "", nil},
 		{"gateway with an overlong user", headersFor(gatewayKey, strings.Repeat("u", config.MaxUserLength+1)), http.StatusBadRequest, "", nil},

@@ -25,7 +25,7 @@ func init() {
 			Name:    "servicenow_connection_status",
 			Toolset: "account",
 			Title:   "ServiceNow account status",
-			Description: "Show whether the user's ServiceNow account is linked: instance, status (ACTIVE, EXPIRED, PENDING_AUTH or NOT_LINKED), " +
+			Description: "Show whether the user's ServiceNow account is linked: instance, status (ACTIVE, EXPIRED, PENDING_AUTH, NOT_LINKED, or UNREADABLE when the server cannot decrypt its stored tokens), " +
 				"the ServiceNow user, and when the current access token expires. " +
 				"For PENDING_AUTH, a link was handed out and is still open: returns it as authorization_url with its expires_at. Never returns a token.",
 			ReadOnly: true, Destructive: false, Idempotent: true, OpenWorld: false,
