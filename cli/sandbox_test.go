@@ -162,11 +162,7 @@ func TestSandboxTokensSurviveAPortChange(t *testing.T) {
 	key := storage.AccountKey{Connection: sandboxConnection, User: "alice"}
 
 	// The callback server exists before the config, which names it.
-	var handler atomic.Value
-	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		handler.Load().(http.Handler).ServeHTTP(w, r)
-	}))
-	defer cb.Close()
+	cb, handler := swappableServer(t)
 
 	runOnce := func(t *testing.T, do func(app *server.App, url string)) {
 		t.Helper()
@@ -241,11 +237,7 @@ func TestSandboxTakenOverWhenItsRunnerStops(t *testing.T) {
 	dataDir, addr := t.TempDir(), freeAddr(t)
 	key := storage.AccountKey{Connection: sandboxConnection, User: "alice"}
 
-	var handler atomic.Value
-	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		handler.Load().(http.Handler).ServeHTTP(w, r)
-	}))
-	defer cb.Close()
+	cb, handler := swappableServer(t)
 	start := func(t *testing.T) (*localSandbox, *config.Config) {
 		t.Helper()
 		cfg := sandboxConfig(t, dataDir)
@@ -385,4 +377,16 @@ func consent(t *testing.T, link, user string) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Linked") {
 		t.Fatalf("callback: status %d %s", resp.StatusCode, body)
 	}
+}
+
+// swappableServer serves whatever handler is stored in the returned value,
+// so that a callback URL can be named before the app that answers it.
+func swappableServer(t *testing.T) (*httptest.Server, *atomic.Value) {
+	t.Helper()
+	handler := &atomic.Value{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handler.Load().(http.Handler).ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, handler
 }

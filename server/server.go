@@ -184,7 +184,6 @@ func (a *App) shutdownBound() time.Duration {
 // and Link refuses to make them (see LinksBlocked) until the port is ours
 // or such a process holds it. The holder is asked again on every retry.
 func (a *App) serveCallback(ctx context.Context) {
-	a.cb.started.Store(true)
 	addr := a.cfg.Server.Listen
 	for {
 		ln, err := net.Listen("tcp", addr)
@@ -429,8 +428,3 @@ func trimNL(p []byte) []byte {
 func (a *App) Describe() string {
 	return fmt.Sprintf("%d tools, %d connections", len(a.Tools), len(a.cfg.Connections))
 }
-
-// ServeCallbackOnly serves the OAuth callback until ctx ends, for the
-// terminal login command. StartCallback before asking for a link lets
-// the link wait for the callback's verdict.
-func (a *App) ServeCallbackOnly(ctx context.Context) { a.serveCallback(ctx) }
